@@ -1,0 +1,67 @@
+"""The step-wise generator protocol that every backend implements.
+
+Search policies (``search.py``) drive any backend through it: they start a batch of
+candidates, advance them one decoding step at a time, look at previews, drop or duplicate
+candidate rows with ``Canvas.select``, and finish. Images cross this boundary as
+``uint8 [B, 3, H, W]`` tensors, never through files.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Canvas(Protocol):
+    """A batch of partial generations, one row per candidate."""
+
+    step_index: int
+    """Decoding steps done so far (0 after ``start``)."""
+    tokens: torch.Tensor
+    """``long [B, N]`` image tokens as they stand (backends mark unknown positions their own way)."""
+
+    def select(self, index: torch.Tensor) -> "Canvas":
+        """The rows ``index`` (``long [B']``), in that order; an index may repeat (duplication)."""
+        ...
+
+
+class Generator(Protocol):
+    num_steps: int
+    """Decoding steps from ``start`` to a finished image."""
+    image_size: int
+
+    def start(self, prompts: list[str], generators: list[torch.Generator]) -> Canvas:
+        """A canvas of ``len(prompts)`` rows; row ``i`` draws all its randomness from ``generators[i]``."""
+        ...
+
+    def step(self, canvas: Canvas) -> Canvas:
+        """One decoding step of every row."""
+        ...
+
+    def preview(self, canvas: Canvas) -> torch.Tensor:
+        """``uint8 [B, 3, H, W]`` pictures of the current state (the model's current full guess)."""
+        ...
+
+    def finish(self, canvas: Canvas) -> torch.Tensor:
+        """``uint8 [B, 3, H, W]`` final images of a canvas that has run ``num_steps`` steps."""
+        ...
+
+
+def seeded_generator(seed: int, prompt_index: int, sample_index: int, candidate_index: int) -> torch.Generator:
+    """A CPU generator seeded from (seed, prompt, sample, candidate) alone.
+
+    Every random draw of a candidate comes from here, so images do not depend on which rank
+    generates them or on what it generated before.
+    """
+    mixed = torch.tensor([seed, prompt_index, sample_index, candidate_index], dtype=torch.int64)
+    # A fixed odd-multiplier hash keeps neighbouring tuples' streams unrelated.
+    multipliers = torch.tensor([0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F], dtype=torch.int64)
+    return torch.Generator().manual_seed(int((mixed * multipliers).sum().item()) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def run_to_end(generator: Generator, prompts: list[str], generators: list[torch.Generator]) -> torch.Tensor:
+    """Plain decoding of every row (the no-verifier baseline)."""
+    canvas = generator.start(prompts, generators)
+    for _ in range(generator.num_steps):
+        canvas = generator.step(canvas)
+    return generator.finish(canvas)

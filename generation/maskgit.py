@@ -1,0 +1,84 @@
+"""Mask-predict decoding (MaskGIT, Chang et al. 2022) as Show-o runs it, shared by backends.
+
+One step (Show-o ``models/modeling_showo.py::t2i_generate`` and ``models/sampling.py``):
+sample every position from the guided distribution, keep committed positions, then re-mask
+the ``floor(N * cos(pi/2 * (s+1)/T))`` least confident new positions (at least 1, at most all
+but one still unknown), where confidence is ``log p + temperature * Gumbel``. The final image
+is the full sample of the last step, so every position is filled.
+
+Randomness: each row draws from its own ``torch.Generator`` so a candidate's image depends
+only on its seed, not on the batch it ran in.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+TEMPERATURE_SCHEDULES = ("showo", "maskgit", "upstream")
+"""How the re-masking temperature anneals over the steps of one image:
+- ``showo``: ``t <- t * (1 - ratio)`` each step, compounding (Show-o's code), restarting at the
+  configured temperature for every image. The default: it is what the paper's Show-o runs.
+- ``maskgit``: ``t0 * (1 - ratio)``, not compounding (MaskGIT's ``choice_temperature``).
+- ``upstream``: Show-o's compounding but never reset between the images of a run, as
+  Image-Generation-CoT's loop does (baseline.py/orm.py/parm.py), so after the first image the
+  temperature is 0 and re-masking is deterministic. Only for reproducing upstream.
+"""
+
+
+def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Show-o's classifier-free guidance ``(1 + s) * cond - s * uncond``."""
+    return (1 + scale) * cond - scale * uncond
+
+
+def per_row_uniform(shape: tuple[int, ...], generators: list[torch.Generator], device) -> torch.Tensor:
+    """``[B, *shape]`` uniform noise, row ``i`` drawn from ``generators[i]`` (CPU, then moved)."""
+    return torch.stack([torch.rand(shape, generator=g) for g in generators]).to(device)
+
+
+def gumbel(uniform: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise ``-log(-log u)`` from uniform noise."""
+    return -torch.log((-torch.log(uniform.clamp_min(1e-20))).clamp_min(1e-20))
+
+
+def sample_codes(logits: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """One categorical draw per position (Gumbel-max), ``logits [B, N, K]`` -> ``long [B, N]``."""
+    noise = gumbel(per_row_uniform(tuple(logits.shape[1:]), generators, logits.device))
+    return (logits.float().log_softmax(-1) + noise).argmax(-1)
+
+
+def mask_length(num_tokens: int, step: int, num_steps: int, unknown: torch.Tensor) -> torch.Tensor:
+    """``long [B]`` positions to re-mask after step ``step`` (Show-o's clamp to [1, unknown-1])."""
+    ratio = (step + 1) / num_steps
+    target = math.floor(num_tokens * math.cos(math.pi / 2 * ratio))
+    remaining = unknown.sum(-1) - 1
+    return torch.clamp(torch.minimum(remaining, torch.full_like(remaining, target)), min=1)
+
+
+def step_temperature(initial: float, current: float, step: int, num_steps: int, schedule: str) -> float:
+    """Re-masking temperature used at ``step``; ``current`` is the previous step's value."""
+    ratio = (step + 1) / num_steps
+    if schedule == "maskgit":
+        return initial * (1 - ratio)
+    if schedule in ("showo", "upstream"):
+        return current * (1 - ratio)
+    raise ValueError(f"unknown temperature_schedule {schedule!r}; valid: {TEMPERATURE_SCHEDULES}")
+
+
+def maskgit_step(logits: torch.Tensor, tokens: torch.Tensor, mask_id: int, step: int, num_steps: int,
+                 temperature: float, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One mask-predict step: ``(next tokens with [MASK]s, full sample)``, both ``long [B, N]``.
+
+    ``logits [B, N, K]`` are already guided; ``tokens [B, N]`` hold ``mask_id`` where unknown.
+    """
+    probs = logits.float().softmax(-1)
+    unknown = tokens == mask_id
+    sampled = torch.where(unknown, sample_codes(logits, generators), tokens)
+    chosen = probs.gather(-1, sampled[..., None]).squeeze(-1)
+    chosen = torch.where(unknown, chosen, torch.finfo(chosen.dtype).max)  # committed: never re-masked
+    num_masked = mask_length(tokens.shape[1], step, num_steps, unknown)
+    noise = gumbel(per_row_uniform((tokens.shape[1],), generators, logits.device))
+    confidence = torch.log(chosen) + temperature * noise
+    cut = confidence.sort(-1).values.gather(-1, num_masked[:, None])
+    remask = confidence < cut
+    return torch.where(remask, mask_id, sampled), sampled

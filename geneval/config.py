@@ -1,0 +1,32 @@
+"""Configuration of the GenEval evaluator (the ``geneval:`` section of the run config)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class GenEvalConfig:
+    detector: str = "hf"
+    """Detector backend: ``shapes`` (shapes world), ``hf`` (transformers Mask2Former + CLIP) or ``mmdet``."""
+    detector_path: str = "facebook/mask2former-swin-small-coco-instance"
+    """Object detector weights: a local folder or a Hugging Face id already in the local cache."""
+    clip_path: str = "openai/clip-vit-large-patch14"
+    """CLIP used for colour clauses (GenEval: OpenAI ViT-L/14), local folder or cached id."""
+    threshold: float = 0.3
+    """Detections must score strictly above this (evaluate_images.py ``threshold``)."""
+    counting_threshold: float = 0.9
+    """Threshold used instead for every class of a ``counting`` prompt."""
+    max_objects: int = 16
+    """At most this many detections per class are kept, before NMS."""
+    max_overlap: float = 1.0
+    """NMS IoU threshold; 1.0 (the official default) disables NMS."""
+    position_threshold: float = 0.1
+    """Relative-position margin, as a fraction of the summed box extents."""
+    bgcolor: str = "#999"
+    """Fill outside the object mask for colour crops; ``original`` keeps the image pixels."""
+    crop: bool = True
+    """Crop colour queries to the object's box (GenEval ``crop=1``)."""
+    batch_size: int = 16
+    """Images per detector forward."""
+    device: str = "auto"
+    """``auto`` picks cuda:LOCAL_RANK when available, else cpu."""

@@ -1,0 +1,273 @@
+"""The ``hf`` backend: transformers Mask2Former instances plus CLIP colours, no mmdet needed.
+
+GenEval's official scorer runs mmdetection's Mask2Former Swin-S. This backend runs the
+transformers port of Mask2Former (default ``facebook/mask2former-swin-small-coco-instance``)
+with mmdetection's test-time processing rather than transformers' own post-processing (which
+resizes every mask to 384x384 and uses nearest upsampling):
+
+- preprocessing, ``HFMask2FormerDetector.preprocess``: mmcv ``imrescale`` to fit (1333, 800)
+  keeping the aspect ratio (bilinear), ImageNet mean/std, zero padding on the bottom/right to
+  a multiple of 32 (configs/mask2former/mask2former_r50_8xb2-lsj-50e_coco.py test pipeline);
+- post-processing, ``instance_results``: mmdet ``MaskFormerFusionHead.instance_postprocess``.
+  Mask logits are upsampled to the padded input, the padding is cut off, and the rest is
+  upsampled to the image size (bilinear). Scores are ``softmax`` class probabilities without
+  no-object, times the mean sigmoid mask probability inside the binary mask (logit > 0).
+  The top 100 over queries x classes are kept, and each box is the mask's tight box
+  ``[x_min, y_min, x_max + 1, y_max + 1]`` (mmdet ``mask2bbox``; an empty mask gives zeros).
+
+Resizing uses torch's bilinear (half-pixel, no antialias), the same sampling as cv2's
+INTER_LINEAR that mmcv calls; values can differ by float rounding only. Images are batched
+by shape (``cfg.batch_size`` at a time), so a batch never adds padding and batched results
+equal one-at-a-time results.
+
+Labels: the checkpoint's ``id2label`` names are mapped onto GenEval's spelling of the COCO
+classes (``geneval.prompts.COCO_CLASSES``) through ``LABEL_ALIASES``. Only detections of the
+classes the prompts ask for are returned; the top 100 is still taken over all classes, as
+in mmdet, so this drops nothing the rules could look at.
+
+Weights are never downloaded: ``detector_path`` and ``clip_path`` must be local
+``save_pretrained`` folders or Hugging Face ids already in the local cache. To fetch them,
+on a machine with internet access::
+
+    hf download facebook/mask2former-swin-small-coco-instance
+    hf download openai/clip-vit-large-patch14
+
+(``huggingface-cli download`` with older huggingface_hub; ``--local-dir DIR`` for a folder).
+
+Tests: ``python -m pytest -q tests/test_detectors_hf.py``.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from geneval.config import GenEvalConfig
+from geneval.detection import Detection
+from geneval.detectors.clip_color import CLIPColorClassifier, HFCLIPEncoder
+from geneval.prompts import COCO_CLASSES
+
+TEST_SCALE = (1333, 800)
+"""mmdet test ``Resize(scale=(1333, 800), keep_ratio=True)``: long side <= 1333, short side <= 800."""
+SIZE_DIVISOR = 32
+"""mmdet ``DetDataPreprocessor(pad_size_divisor=32)``."""
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+"""RGB mean/std on 0..255 pixels, shared by the mmdet config and the HF Mask2Former checkpoints."""
+MAX_PER_IMAGE = 100
+"""mmdet Mask2Former ``test_cfg.max_per_image``."""
+
+# COCO label spellings found in checkpoints (HF/detectron2 names, VOC-style names) that differ
+# from GenEval's evaluation/object_names.txt, which renames three mmdet classes.
+LABEL_ALIASES = {
+    "mouse": "computer mouse",
+    "remote": "tv remote",
+    "keyboard": "computer keyboard",
+    "motorbike": "motorcycle",
+    "aeroplane": "airplane",
+    "sofa": "couch",
+    "pottedplant": "potted plant",
+    "diningtable": "dining table",
+    "tvmonitor": "tv",
+    "tv monitor": "tv",
+    "hair dryer": "hair drier",
+}
+DEFAULT_DETECTOR = "facebook/mask2former-swin-small-coco-instance"
+DEFAULT_CLIP = "openai/clip-vit-large-patch14"
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints and labels
+
+def pretrained_folder(name_or_path: str, field: str, default_repo: str, cache_dir: str | None = None) -> str:
+    """A local folder holding ``name_or_path``: the folder itself or its snapshot in the HF cache.
+
+    Nothing is downloaded. ``field`` and ``default_repo`` only shape the error message.
+    """
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(name_or_path, local_files_only=True, cache_dir=cache_dir)
+    except (LocalEntryNotFoundError, HFValidationError) as err:
+        repo = default_repo if isinstance(err, HFValidationError) else name_or_path
+        cache = cache_dir or constants.HF_HUB_CACHE
+        raise FileNotFoundError(
+            f"geneval.{field}={name_or_path!r} is neither a local folder nor a model in the Hugging Face "
+            f"cache ({cache}). Weights are never downloaded during evaluation; fetch them first on a "
+            f"machine with internet access: `hf download {repo}` (older huggingface_hub: "
+            f"`huggingface-cli download {repo}`) into that cache (set HF_HOME to move it), or "
+            f"`hf download {repo} --local-dir DIR` and set geneval.{field}=DIR."
+        ) from err
+
+
+def _normalize_label(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+def geneval_label_names(id2label: dict[int, str], classes: list[str]) -> list[str]:
+    """GenEval class name for each model label id ``0..N-1`` (the no-object logit ``N`` has no entry).
+
+    A name is kept when it is a GenEval class (COCO or one the prompts ask for) and otherwise
+    goes through ``LABEL_ALIASES``; anything else means the checkpoint is not a COCO instance
+    model, and every class the prompts ask for must be detectable.
+    """
+    vocabulary = set(COCO_CLASSES) | set(classes)
+    id2label = {int(i): label for i, label in id2label.items()}
+    if sorted(id2label) != list(range(len(id2label))):
+        raise ValueError(f"detector id2label must cover ids 0..{len(id2label) - 1} without gaps, "
+                         f"got {sorted(id2label)}")
+    names = []
+    for i in range(len(id2label)):
+        name = _normalize_label(id2label[i])
+        name = name if name in vocabulary else LABEL_ALIASES.get(name, name)
+        if name not in vocabulary:
+            raise ValueError(f"detector label {i} {id2label[i]!r} is not a COCO class GenEval knows; "
+                             "use a COCO instance-segmentation checkpoint or add the spelling to LABEL_ALIASES")
+        names.append(name)
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several detector labels map to the same GenEval class: {duplicates}")
+    missing = sorted(set(classes) - set(names))
+    if missing:
+        raise ValueError(f"the detector cannot detect {missing}, which the prompts ask for; "
+                         "use a checkpoint whose id2label includes them")
+    return names
+
+
+# ----------------------------------------------------------------------------
+# mmdet test-time processing
+
+def rescaled_size(height: int, width: int, scale: tuple[int, int] = TEST_SCALE) -> tuple[int, int]:
+    """mmcv ``rescale_size``: the largest aspect-preserving size inside ``scale``, rounded half up."""
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """mmdet ``mask2bbox``: ``[N, 4]`` float ``(x_min, y_min, x_max + 1, y_max + 1)``, zeros if empty."""
+    num, height, width = masks.shape
+    cols, rows = masks.any(dim=1), masks.any(dim=2)  # [N, W], [N, H]
+    x_min = cols.float().argmax(dim=1)
+    x_end = width - cols.flip(1).float().argmax(dim=1)
+    y_min = rows.float().argmax(dim=1)
+    y_end = height - rows.flip(1).float().argmax(dim=1)
+    boxes = torch.stack([x_min, y_min, x_end, y_end], dim=1).float()
+    return boxes * cols.any(dim=1, keepdim=True)
+
+
+def instance_results(class_logits: torch.Tensor, mask_logits: torch.Tensor, padded_hw: tuple[int, int],
+                     resized_hw: tuple[int, int], image_hw: tuple[int, int], max_per_image: int = MAX_PER_IMAGE
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's (labels, scores, boxes, masks), sorted by score, as mmdet's fusion head makes them.
+
+    ``class_logits [Q, C+1]`` (last = no-object) and ``mask_logits [Q, h, w]`` are raw model outputs.
+    """
+    masks = F.interpolate(mask_logits[None], size=padded_hw, mode="bilinear", align_corners=False)
+    masks = masks[:, :, :resized_hw[0], :resized_hw[1]]
+    masks = F.interpolate(masks, size=image_hw, mode="bilinear", align_corners=False)[0]
+    probs = class_logits.softmax(dim=-1)[:, :-1]
+    num_classes = probs.shape[1]
+    class_scores, flat = probs.flatten().topk(min(max_per_image, probs.numel()))
+    labels, queries = flat % num_classes, flat // num_classes
+    masks = masks[queries]
+    binary = masks > 0
+    mask_scores = (masks.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+    scores = class_scores * mask_scores
+    order = scores.argsort(descending=True, stable=True)
+    return labels[order], scores[order], mask_boxes(binary)[order], binary[order]
+
+
+def same_shape_batches(images: list[np.ndarray], batch_size: int) -> list[list[int]]:
+    """Indices of ``images`` in batches of at most ``batch_size`` images of one shape, in order."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(image.shape, []).append(i)
+    return [group[start:start + batch_size] for group in by_shape.values()
+            for start in range(0, len(group), batch_size)]
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"detectors take uint8 [H, W, 3] RGB images, got {image.dtype} {image.shape}")
+    return image
+
+
+# ----------------------------------------------------------------------------
+# The detector
+
+class HFMask2FormerDetector:
+    """``Detector`` over a transformers ``Mask2FormerForUniversalSegmentation`` (see the module docstring)."""
+
+    def __init__(self, model, label_names: list[str], classes: list[str], device: torch.device,
+                 batch_size: int = 16, scale: tuple[int, int] = TEST_SCALE):
+        self.model, self.label_names, self.device = model, label_names, device
+        self.keep = set(classes)
+        self.batch_size, self.scale = batch_size, scale
+
+    def preprocess(self, images: list[np.ndarray]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Same-shape uint8 images to padded, normalised ``[B, 3, H', W']`` and the unpadded size."""
+        pixels = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float()
+        resized_hw = rescaled_size(*images[0].shape[:2], self.scale)
+        if resized_hw != tuple(pixels.shape[-2:]):
+            pixels = F.interpolate(pixels, size=resized_hw, mode="bilinear", align_corners=False)
+        mean = torch.tensor(PIXEL_MEAN, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(PIXEL_STD, device=self.device).view(1, 3, 1, 1)
+        pixels = (pixels - mean) / std
+        pad_h = math.ceil(resized_hw[0] / SIZE_DIVISOR) * SIZE_DIVISOR - resized_hw[0]
+        pad_w = math.ceil(resized_hw[1] / SIZE_DIVISOR) * SIZE_DIVISOR - resized_hw[1]
+        return F.pad(pixels, (0, pad_w, 0, pad_h)), resized_hw
+
+    @torch.no_grad()
+    def _detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        pixels, resized_hw = self.preprocess(images)
+        out = self.model(pixel_values=pixels)
+        image_hw = images[0].shape[:2]
+        results = []
+        for class_logits, mask_logits in zip(out.class_queries_logits.float(), out.masks_queries_logits.float()):
+            labels, scores, boxes, masks = instance_results(
+                class_logits, mask_logits, tuple(pixels.shape[-2:]), resized_hw, image_hw)
+            results.append(self._detections(labels, scores, boxes, masks))
+        return results
+
+    def _detections(self, labels, scores, boxes, masks) -> list[Detection]:
+        labels, scores, boxes, masks = labels.tolist(), scores.tolist(), boxes.tolist(), masks.cpu().numpy()
+        return [Detection(label=self.label_names[label], box=tuple(box), score=score, mask=mask)
+                for label, score, box, mask in zip(labels, scores, boxes, masks)
+                if self.label_names[label] in self.keep]
+
+    def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        images = [check_image(image) for image in images]
+        results: list[list[Detection] | None] = [None] * len(images)
+        for batch in same_shape_batches(images, self.batch_size):
+            for i, detections in zip(batch, self._detect_batch([images[i] for i in batch])):
+                results[i] = detections
+        return results
+
+
+# ----------------------------------------------------------------------------
+# Loading
+
+def load_detector(cfg: GenEvalConfig, device: torch.device, classes: list[str]) -> HFMask2FormerDetector:
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    folder = pretrained_folder(cfg.detector_path, "detector_path", DEFAULT_DETECTOR)
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(folder).to(device).eval()
+    names = geneval_label_names(model.config.id2label, classes)
+    return HFMask2FormerDetector(model, names, classes, device, batch_size=cfg.batch_size)
+
+
+def load_color_classifier(cfg: GenEvalConfig, device: torch.device) -> CLIPColorClassifier:
+    folder = pretrained_folder(cfg.clip_path, "clip_path", DEFAULT_CLIP)
+    return CLIPColorClassifier(HFCLIPEncoder.from_folder(folder, device), device, bgcolor=cfg.bgcolor, crop=cfg.crop)
+
+
+def build(cfg: GenEvalConfig, device: torch.device, classes: list[str]
+          ) -> tuple[HFMask2FormerDetector, CLIPColorClassifier]:
+    return load_detector(cfg, device, classes), load_color_classifier(cfg, device)

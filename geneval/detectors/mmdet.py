@@ -1,0 +1,212 @@
+"""The ``mmdet`` backend: mmdetection's Mask2Former Swin-S plus open_clip ViT-L-14, for official parity.
+
+This is the detector and colour model of GenEval's own scorer (djghosh13/geneval
+evaluation/evaluate_images.py), ported from mmdet 2.x to mmdet 3.3:
+
+- detector: ``mmdet/.mim/configs/mask2former/mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco.py``
+  (the 3.x name of GenEval's ``mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.py``) with the
+  3.x checkpoint ``CHECKPOINT_URL`` given as ``geneval.detector_path``. The 2.x checkpoint
+  that GenEval downloads uses other parameter names; loading it is refused (a mismatched
+  checkpoint is how GenEval users got all-zero scores, geneval issues #6 and #8).
+- colours: ``open_clip.create_model_and_transforms("ViT-L-14", pretrained="openai")`` and its
+  val transform, run through ``geneval.detectors.clip_color.CLIPColorClassifier`` (GenEval's
+  templates, crops and head). open_clip fetches the weights from the Hugging Face repo
+  ``OPEN_CLIP_REPO``; it must already be in the local cache.
+
+Install (its own virtual environment): ``bash scripts/install_mmdet.sh``. mmcv 2.1.0 has to be
+built from source, and open_clip needs torchvision, so this extra runs on torch 2.14.1 +
+torchvision 0.29.1 instead of the core torch 2.13.0 CPU pin (requirements-mmdet.txt).
+mmdet and open_clip are imported inside ``build`` so that this module imports without them.
+
+Checkpoint loading: mmdet checkpoints keep numpy objects in their ``meta``, which torch >= 2.6
+refuses under its default ``torch.load(weights_only=True)`` ("Weights only load failed").
+mmengine's loader then needs ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in the environment; this
+module instead calls ``torch.load(..., weights_only=False)`` itself, so no environment
+variable is needed. That unpickles arbitrary objects: only load checkpoints you trust.
+
+Images are fed as BGR arrays, as ``LoadImageFromFile`` reads them in GenEval; the model's
+data preprocessor converts back to RGB (``bgr_to_rgb=True``).
+
+Tests: ``python -m pytest -q tests/test_detectors_mmdet.py`` (skipped without mmdet).
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+
+import numpy as np
+import torch
+
+from geneval.config import GenEvalConfig
+from geneval.detection import Detection
+from geneval.detectors.clip_color import CLIPColorClassifier
+from geneval.detectors.hf import DEFAULT_CLIP, TEST_SCALE, check_image, same_shape_batches
+from geneval.prompts import COCO_CLASSES
+
+CONFIG_NAME = "mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco.py"
+CHECKPOINT_URL = ("https://download.openmmlab.com/mmdetection/v3.0/mask2former/"
+                  "mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco/"
+                  "mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco_20220504_001756-c9d0c4f2.pth")
+OPEN_CLIP_MODEL = ("ViT-L-14", "openai")
+OPEN_CLIP_REPO = "timm/vit_large_patch14_clip_224.openai"
+"""Where open_clip 3.x fetches ViT-L-14 ``openai`` weights from (open_clip/pretrained.py ``hf_hub``)."""
+INSTALL_HINT = "install the mmdet extra in its own virtual environment: bash scripts/install_mmdet.sh"
+
+
+# ----------------------------------------------------------------------------
+# Detector
+
+def config_path() -> str:
+    """The Mask2Former Swin-S COCO instance config shipped inside the installed mmdet wheel."""
+    import mmdet
+
+    path = os.path.join(os.path.dirname(mmdet.__file__), ".mim", "configs", "mask2former", CONFIG_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: mmdet {mmdet.__version__} does not ship {CONFIG_NAME}; "
+                                f"{INSTALL_HINT} (mmdet==3.3.0)")
+    return path
+
+
+def checkpoint_state(path: str) -> dict[str, torch.Tensor]:
+    """The state dict of an mmdet ``.pth`` checkpoint (see the module docstring on ``weights_only``)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"geneval.detector_path={path!r} is not a file. The mmdet backend needs the mmdet 3.x Mask2Former "
+            f"Swin-S checkpoint; download it with `wget {CHECKPOINT_URL}` and set geneval.detector_path to it.")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get("state_dict", checkpoint)
+    return {name.removeprefix("module."): tensor for name, tensor in state.items()}
+
+
+def load_model(checkpoint: str, device: torch.device):
+    """mmdet's Mask2Former Swin-S with the weights of ``checkpoint``, in eval mode on ``device``."""
+    from mmdet.apis import init_detector
+    from mmengine.config import Config
+
+    state = checkpoint_state(checkpoint)
+    config = Config.fromfile(config_path())
+    config.model.backbone.init_cfg = None  # the checkpoint holds the backbone; do not fetch Swin-S weights
+    model = init_detector(config, None, device=str(device))
+    missing = [name for name, _ in model.named_parameters() if name not in state]
+    if missing:
+        raise ValueError(
+            f"{checkpoint} lacks {len(missing)} of the model's parameters (e.g. {missing[:3]}); it is not a "
+            f"checkpoint for mmdet 3.x {CONFIG_NAME}. GenEval's mmdet 2.x checkpoint (..._lsj_8x2_50e_coco.pth) "
+            f"does not fit this config; use {CHECKPOINT_URL}")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def inference_pipeline(model_cfg, scale: tuple[int, int] = TEST_SCALE):
+    """The config's test pipeline for in-memory BGR arrays, without its ground-truth loading step.
+
+    As ``mmdet.apis.inference_detector`` does, the file loader becomes ``LoadImageFromNDArray``
+    (keeping ``to_float32=True``); ``LoadAnnotations`` is dropped, as the config's own comment
+    says to do without annotations. ``scale`` replaces the ``Resize`` scale (tests use a small one).
+    """
+    from mmcv.transforms import Compose
+    from mmdet.utils import get_test_pipeline_cfg
+
+    steps = [step for step in copy.deepcopy(get_test_pipeline_cfg(model_cfg))
+             if not step["type"].endswith("LoadAnnotations")]
+    steps[0]["type"] = "mmdet.LoadImageFromNDArray"
+    for step in steps:
+        if step["type"].endswith("Resize"):
+            step["scale"] = scale
+    return Compose(steps)
+
+
+class MMDetMask2FormerDetector:
+    """``Detector`` over an mmdet 3.x Mask2Former; labels index GenEval's COCO class list (mmdet order)."""
+
+    def __init__(self, model, classes: list[str], batch_size: int = 16, pipeline=None):
+        unknown = sorted(set(classes) - set(COCO_CLASSES))
+        if unknown:
+            raise ValueError(f"the mmdet COCO detector cannot detect {unknown}, which the prompts ask for")
+        assert model.panoptic_fusion_head.num_things_classes == len(COCO_CLASSES)
+        self.model, self.keep, self.batch_size = model, set(classes), batch_size
+        self.pipeline = pipeline if pipeline is not None else inference_pipeline(model.cfg)
+
+    @torch.no_grad()
+    def _detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        data = [self.pipeline({"img": np.ascontiguousarray(image[..., ::-1]), "img_id": i})
+                for i, image in enumerate(images)]
+        # The collated form mmengine's test loop passes: lists of inputs and data samples.
+        samples = self.model.test_step({"inputs": [d["inputs"] for d in data],
+                                        "data_samples": [d["data_samples"] for d in data]})
+        return [self._detections(sample.pred_instances) for sample in samples]
+
+    def _detections(self, instances) -> list[Detection]:
+        labels, scores = instances.labels.tolist(), instances.scores.tolist()
+        boxes, masks = instances.bboxes.tolist(), instances.masks.cpu().numpy().astype(bool)
+        return [Detection(label=COCO_CLASSES[label], box=tuple(box), score=score, mask=mask)
+                for label, score, box, mask in zip(labels, scores, boxes, masks)
+                if COCO_CLASSES[label] in self.keep]
+
+    def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        images = [check_image(image) for image in images]
+        results: list[list[Detection] | None] = [None] * len(images)
+        for batch in same_shape_batches(images, self.batch_size):
+            for i, detections in zip(batch, self._detect_batch([images[i] for i in batch])):
+                results[i] = detections
+        return results
+
+
+# ----------------------------------------------------------------------------
+# Colours
+
+class OpenCLIPEncoder:
+    """``ClipEncoder`` over an open_clip model, its val transform and tokenizer."""
+
+    def __init__(self, model, transform, tokenizer, device: torch.device):
+        self.model, self.transform, self.tokenizer, self.device = model, transform, tokenizer, device
+
+    @classmethod
+    def geneval(cls, device: torch.device) -> OpenCLIPEncoder:
+        """GenEval's ViT-L-14 with OpenAI weights (evaluate_images.py ``load_models``)."""
+        import open_clip
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            snapshot_download(OPEN_CLIP_REPO, local_files_only=True)
+        except LocalEntryNotFoundError as err:
+            raise FileNotFoundError(
+                f"open_clip {OPEN_CLIP_MODEL} weights are not in the Hugging Face cache; fetch them first on a "
+                f"machine with internet access: `hf download {OPEN_CLIP_REPO}`") from err
+        arch, pretrained = OPEN_CLIP_MODEL
+        model, _, transform = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
+        return cls(model.eval(), transform, open_clip.get_tokenizer(arch), device)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return self.model.encode_text(self.tokenizer(texts).to(self.device))
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels.to(self.device))
+
+    def preprocess(self, image) -> torch.Tensor:
+        return self.transform(image)
+
+
+# ----------------------------------------------------------------------------
+# Entry point
+
+def _require(module: str, why: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"geneval.detector=mmdet needs {module} ({why}); {INSTALL_HINT}") from err
+
+
+def build(cfg: GenEvalConfig, device: torch.device, classes: list[str]
+          ) -> tuple[MMDetMask2FormerDetector, CLIPColorClassifier]:
+    if cfg.clip_path != DEFAULT_CLIP:
+        raise ValueError(f"geneval.clip_path={cfg.clip_path!r}: the mmdet backend always classifies colours with "
+                         f"open_clip {OPEN_CLIP_MODEL}, as GenEval does; leave clip_path at {DEFAULT_CLIP!r} "
+                         "or use geneval.detector=hf for another CLIP")
+    _require("mmdet", "the Mask2Former detector")
+    _require("open_clip", "GenEval's colour classifier, open_clip ViT-L-14")
+    detector = MMDetMask2FormerDetector(load_model(cfg.detector_path, device), classes, cfg.batch_size)
+    colors = CLIPColorClassifier(OpenCLIPEncoder.geneval(device), device, bgcolor=cfg.bgcolor, crop=cfg.crop)
+    return detector, colors

@@ -1,0 +1,17 @@
+"""The ``shapes`` backend: the weight-free shapes-world detector (geneval.shapes.detect)."""
+from __future__ import annotations
+
+import torch
+
+from geneval.config import GenEvalConfig
+from geneval.detection import ColorClassifier, Detector
+from geneval.shapes.detect import ShapesDetector
+from geneval.shapes.world import SHAPES
+
+
+def build(cfg: GenEvalConfig, device: torch.device, classes: list[str]) -> tuple[Detector, ColorClassifier | None]:
+    unknown = sorted(set(classes) - set(SHAPES))
+    if unknown:
+        raise ValueError(f"the shapes detector only knows {SHAPES}; the prompts ask for {unknown}. "
+                         "Use geneval.detector=hf for real images.")
+    return ShapesDetector(), None
