@@ -42,6 +42,7 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from distributed import DistInfo, barrier, current_dist_info, destroy, init_distributed, resolve_device
 from geneval.cache import DEFAULT_CACHE_DIR, CacheEntry, DetectionCache, color_key, detection_from_json, \
     detection_to_json, detector_key, file_digest
 from geneval.config import GenEvalConfig
@@ -54,53 +55,6 @@ from geneval.summary import Summary, format_summary, load_results, markdown_tabl
 DEFAULT_OUTFILE = "results.jsonl"
 # PIL raises these for unreadable, truncated or malformed images (PngImagePlugin raises SyntaxError).
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError)
-
-
-# ----------------------------------------------------------------------------
-# Distributed helpers (minimal; torchrun sets RANK, WORLD_SIZE, LOCAL_RANK)
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _env_dist_info() -> DistInfo:
-    return DistInfo(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                    local_rank=int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def _initialized_dist_info() -> DistInfo:
-    """The running process group's rank and size, or a single process when there is none."""
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                        local_rank=int(os.environ.get("LOCAL_RANK", 0)))
-    return DistInfo()
-
-
-def resolve_device(cfg: GenEvalConfig, info: DistInfo) -> torch.device:
-    """``auto``: cuda:LOCAL_RANK when CUDA is available, else cpu."""
-    if cfg.device == "auto":
-        return torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(cfg.device)
-
-
-def _init_process_group(device: torch.device, info: DistInfo) -> None:
-    """gloo on CPU, nccl on GPU, from torchrun's environment variables."""
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
-                            rank=info.rank, world_size=info.world_size)
-
-
-def _barrier(info: DistInfo) -> None:
-    if info.world_size > 1:
-        dist.barrier()
 
 
 # ----------------------------------------------------------------------------
@@ -369,7 +323,7 @@ def _scan(outdir, info: DistInfo) -> list[PromptFolder]:
 def run_evaluation(outdir, cfg: GenEvalConfig, dist_info: DistInfo | None = None, outfile=None,
                    cache_dir=None) -> EvalReport:
     """Score ``outdir`` and write the outfile, errors file and summary; see ``evaluate_outdir``."""
-    info = dist_info or _initialized_dist_info()
+    info = dist_info or current_dist_info()
     outfile = Path(outfile) if outfile is not None else Path(outdir) / DEFAULT_OUTFILE
     folders = _scan(outdir, info)
     items = [ImageItem(f, name) for f in folders if f.error is None for name in f.images]
@@ -379,16 +333,16 @@ def run_evaluation(outdir, cfg: GenEvalConfig, dist_info: DistInfo | None = None
     classes = sorted(set().union(*(_metadata_classes(f.metadata) for f in folders if f.error is None)))
     cache = DetectionCache(Path(cache_dir) if cache_dir is not None else Path(outdir) / DEFAULT_CACHE_DIR,
                            detector_key(cfg))
-    models = _Models(cfg, resolve_device(cfg, info), classes)
+    models = _Models(cfg, resolve_device(cfg.device, info.local_rank), classes)
     shard = _ShardScorer(outdir, cfg, models, cache).run(items[info.rank::info.world_size], info.is_main)
     if info.is_main:
         shard.errors += _folder_errors(folders)
     part = _part_path(outfile, info)
     _write_part(part, shard)
-    _barrier(info)
+    barrier(info)
     if info.is_main:
         _merge_and_report(outdir, outfile, info, cfg)
-    _barrier(info)
+    barrier(info)
     return _report_from_outputs(outfile, info)
 
 
@@ -445,7 +399,7 @@ def _report_from_outputs(outfile: Path, info: DistInfo) -> EvalReport:
     errors_file = errors_path(outfile)
     errors = [json.loads(line) for line in errors_file.read_text().splitlines()] if errors_file.is_file() else []
     stats = json.loads(_stats_path(outfile).read_text())
-    _barrier(info)  # every rank has read the counts
+    barrier(info)  # every rank has read the counts
     if info.is_main:
         _stats_path(outfile).unlink()
     if not records:
@@ -484,10 +438,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    info = _env_dist_info()
-    own_group = info.world_size > 1 and not dist.is_initialized()
-    if own_group:
-        _init_process_group(resolve_device(cfg, info), info)
+    own_group = not (dist.is_available() and dist.is_initialized())  # a caller's group is left alone
+    info = init_distributed(cfg.device)
     try:
         start = time.perf_counter()
         report = run_evaluation(args.outdir, cfg, info, args.outfile, args.cache_dir)
@@ -495,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"geneval: done in {time.perf_counter() - start:.1f} s; GenEval score {report.summary.overall:.5f}")
     finally:
         if own_group:
-            dist.destroy_process_group()
+            destroy(info)
     return 0
 
 

@@ -8,15 +8,11 @@ import torch
 from geneval.prompts import enumerate_records, load_metadata, shapes_vocabulary
 from geneval.rules import RuleConfig, evaluate_image, filter_detections
 from geneval.shapes.dataset import build_pairs, draw_pair
-from geneval.shapes.detect import ShapesDetector, detect_image
+from geneval.shapes.detect import ShapesDetector, detect_image, scene_key
 from geneval.shapes.render import SceneObject, render, sample_scene, shape_mask
 from geneval.shapes.world import BACKGROUND, CELL, SHAPES
 
 SHAPES_SUITE = Path("geneval/prompts/shapes/evaluation_metadata.jsonl")
-
-
-def scene_key(detections):
-    return sorted((d.label, d.color, tuple(int(v) for v in d.box)) for d in detections)
 
 
 def test_every_evaluation_record_renders_to_a_correct_image():

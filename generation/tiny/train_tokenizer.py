@@ -20,7 +20,7 @@ import torch
 
 from geneval.prompts import enumerate_records, load_metadata, shapes_vocabulary
 from geneval.shapes.dataset import build_pairs
-from geneval.shapes.detect import detect_image
+from geneval.shapes.detect import detect_image, scene_key
 from generation.tiny.vq import PatchTokenizer
 
 SHAPES_PROMPTS = Path("geneval/prompts/shapes")
@@ -29,10 +29,6 @@ SHAPES_PROMPTS = Path("geneval/prompts/shapes")
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 ``[N, H, W, 3]`` numpy -> uint8 ``[N, 3, H, W]`` tensor."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-
-
-def scene_key(detections) -> list:
-    return sorted((d.label, d.color, tuple(int(v) for v in d.box)) for d in detections)
 
 
 def reconstruction_fidelity(tokenizer: PatchTokenizer, records: list[dict], images: np.ndarray,

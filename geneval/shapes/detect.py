@@ -80,3 +80,8 @@ class ShapesDetector:
 
     def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
         return [detect_image(np.asarray(image)) for image in images]
+
+
+def scene_key(detections: list[Detection]) -> list[tuple]:
+    """Order-free identity of a scene: sorted (class, colour, integer box) of each object."""
+    return sorted((d.label, d.color, tuple(int(v) for v in d.box)) for d in detections)

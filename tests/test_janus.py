@@ -1,0 +1,241 @@
+"""The Janus-Pro backend (generation/janus.py) on a tiny random Janus, checked against transformers' generate().
+
+The tiny model follows the recipe of shared/reference/deps.md section 2 (4x4 code grid, 8x8 pixels)
+with larger random weights so that its codes vary, plus a character-level tokenizer; both are saved
+with save_pretrained and loaded through the backend's real loader.
+"""
+import string
+
+import pytest
+import torch
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+from transformers import GenerationConfig as HFGenerationConfig
+from transformers import JanusConfig, JanusForConditionalGeneration, LlamaConfig, PreTrainedTokenizerFast
+from transformers.generation.logits_process import ClassifierFreeGuidanceLogitsProcessor
+from transformers.models.janus.configuration_janus import JanusVisionConfig, JanusVQVAEConfig
+
+from config import load_config
+from generation.base import run_to_end, seeded_generator
+from generation.config import GenerationConfig
+from generation.janus import JanusGenerator, to_uint8
+from generation.maskgit import guided_logits
+
+SPECIALS = ["<pad>", "<s>", "</s>", "[UNK]", "<begin_of_image>", "<end_of_image>", "<image_placeholder>"]
+PAD, BOS, BOI = 0, 1, 4
+SAME_LENGTH = ["a red cat", "a big dog"]  # 9 characters each: no padding, so generate() sees them as we do
+PROMPTS = ["a red cat", "two dogs!", "a cup"]
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character, the chat roles as whole tokens, BOS prepended like Janus's tokenizer."""
+    words = ["<|User|>", "<|Assistant|>"]
+    vocab = {t: i for i, t in enumerate(SPECIALS + words + list(string.printable[:95]) + ["\n"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), "isolated")
+    tok.add_special_tokens(SPECIALS)
+    tok.add_tokens(words)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="[UNK]")
+
+
+def make_tiny_janus(folder):
+    torch.manual_seed(0)
+    text = LlamaConfig(vocab_size=120, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, bos_token_id=BOS, eos_token_id=2,
+                       pad_token_id=PAD)
+    vision = JanusVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                               patch_size=8, projection_dim=64, num_image_tokens=16)
+    vq = JanusVQVAEConfig(embed_dim=8, num_embeddings=64, latent_channels=32, base_channels=32,
+                          channel_multiplier=[1, 2], num_res_blocks=1, projection_dim=64, image_token_embed_dim=64)
+    model = JanusForConditionalGeneration(JanusConfig(text_config=text, vision_config=vision, vq_config=vq,
+                                                      image_token_id=6)).eval()
+    with torch.no_grad():  # the default 0.02 init gives near-uniform logits and a constant greedy image
+        for name, param in model.named_parameters():
+            if param.dim() > 1 and "vqmodel" not in name:
+                param.normal_(0, 0.3)
+    model.generation_config = HFGenerationConfig(bos_token_id=BOS, pad_token_id=PAD, eos_token_id=2,
+                                                 guidance_scale=5, generation_kwargs={"boi_token_id": BOI})
+    model.save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return make_tiny_janus(tmp_path_factory.mktemp("tiny_janus"))
+
+
+def make(weights, **overrides) -> JanusGenerator:
+    settings = dict(backend="janus", weights=str(weights), order="raster", rows_per_step=2, guidance_scale=1.5)
+    return JanusGenerator(GenerationConfig(**{**settings, **overrides}))
+
+
+def generators(n, sample=0):
+    return [seeded_generator(0, i, sample, 0) for i in range(n)]
+
+
+def run_recording(gen, prompts, monkeypatch):
+    """Our tokens plus the processed logits of every sampled slot, ``[N, B, K]``."""
+    seen, processed = [], gen.processed_logits
+    monkeypatch.setattr(gen, "processed_logits", lambda c, u: seen.append(processed(c, u)) or seen[-1])
+    canvas = gen.start(prompts, generators(len(prompts)))
+    while canvas.step_index < gen.num_steps:
+        canvas = gen.step(canvas)
+    return canvas.tokens, torch.stack(seen)
+
+
+def test_prompts_use_the_janus_image_format(weights):
+    gen = make(weights)
+    ids, mask = gen.encode_prompts(["a cup", "a red cat"])
+    expected = gen.tokenizer("<|User|>: a red cat\n\n<|Assistant|>:<begin_of_image>")["input_ids"]
+    assert ids[1].tolist() == expected and expected[0] == BOS and expected[-1] == BOI
+    assert expected[1:3] == [gen.tokenizer.convert_tokens_to_ids("<|User|>"), gen.tokenizer.convert_tokens_to_ids(":")]
+    assert ids[0].tolist() == [PAD] * 4 + gen.tokenizer("<|User|>: a cup\n\n<|Assistant|>:<begin_of_image>")["input_ids"]
+    assert mask.tolist() == [[0] * 4 + [1] * 14, [1] * 18]
+    uncond = gen._unconditional(ids)
+    assert uncond[1].tolist() == [BOS] + [PAD] * 16 + [BOI]
+
+
+def test_guidance_scale_maps_to_janus_scale(weights):
+    gen = make(weights, guidance_scale=4.0)
+    assert gen.janus_guidance == 5.0  # Janus-Pro's default
+    cond, uncond = torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 1.0]])
+    assert gen.guided_logits(cond, uncond).tolist() == [[6.0, -9.0]]  # 1 + 5*(2-1), 1 + 5*(-1-1)
+    assert torch.equal(gen.guided_logits(cond, uncond), guided_logits(cond, uncond, 4.0))  # Show-o's form
+
+
+def test_greedy_is_token_identical_to_generate_with_guidance(weights, monkeypatch):
+    gen = make(weights, temperature=0.0)
+    ours, our_scores = run_recording(gen, SAME_LENGTH, monkeypatch)
+    assert gen.num_forwards == 2 * 16  # prefill + 15 single-code forwards per candidate
+
+    scores, call = [], ClassifierFreeGuidanceLogitsProcessor.__call__
+    monkeypatch.setattr(ClassifierFreeGuidanceLogitsProcessor, "__call__",
+                        lambda self, ids, s: scores.append(call(self, ids, s)) or scores[-1])
+    ids, mask = gen.encode_prompts(SAME_LENGTH)
+    theirs = gen.model.generate(ids, attention_mask=mask, generation_mode="image", do_sample=False,
+                                guidance_scale=gen.janus_guidance)
+    assert torch.equal(ours, theirs)
+    assert len(set(ours.flatten().tolist())) > 4  # the tiny model does not collapse to one code
+    torch.testing.assert_close(our_scores, torch.stack(scores), rtol=1e-4, atol=1e-4)
+
+
+def test_sampling_follows_generates_distribution_at_every_step(weights, monkeypatch):
+    """generate() draws with torch.multinomial on the global RNG; we make it take our draws and
+    compare the distributions it would have sampled from, slot by slot along the same path."""
+    gen = make(weights, temperature=0.7, top_k=10)
+    ours, our_logits = run_recording(gen, SAME_LENGTH, monkeypatch)
+    probs, draws = [], iter(ours.T)
+    monkeypatch.setattr(torch, "multinomial", lambda p, num_samples: probs.append(p) or next(draws)[:, None])
+    ids, mask = gen.encode_prompts(SAME_LENGTH)
+    theirs = gen.model.generate(ids, attention_mask=mask, generation_mode="image", do_sample=True,
+                                guidance_scale=gen.janus_guidance, temperature=0.7, top_k=10, top_p=1.0)
+    assert torch.equal(ours, theirs) and len(probs) == 16
+    torch.testing.assert_close(our_logits.softmax(-1), torch.stack(probs), rtol=1e-4, atol=1e-5)
+    kept = torch.isfinite(our_logits)
+    assert (kept.sum(-1) == 10).all()
+    assert kept.gather(-1, ours.T[..., None]).all()  # every draw is inside the top 10
+
+
+def test_gumbel_draws_follow_the_processed_distribution(weights):
+    gen = make(weights, temperature=0.5, top_k=3)
+    cond, uncond = torch.tensor([[1.0, 0.8, 0.5, 0.2, 2.0]]), torch.zeros(1, 5)
+    n = 3000
+    codes = gen.sample(cond.expand(n, -1), uncond.expand(n, -1), [torch.Generator().manual_seed(i) for i in range(n)])
+    logits = torch.tensor([1.0, 0.8, 0.5, 0.2, 2.0]) * 2.5 / 0.5  # guidance 2.5, temperature 0.5
+    expected = torch.zeros(5).index_put_((torch.tensor([0, 1, 4]),), logits[[0, 1, 4]].softmax(-1))
+    frequencies = torch.bincount(codes, minlength=5).float() / n
+    assert frequencies[2] == 0 and frequencies[3] == 0  # outside the top 3
+    torch.testing.assert_close(frequencies, expected, atol=0.03, rtol=0)
+
+
+def test_select_mid_way_continues_the_same_paths(weights):
+    gen = make(weights, rows_per_step=1)
+    full = run_to_end(gen, PROMPTS, generators(3))
+    canvas = gen.step(gen.start(PROMPTS, generators(3)))
+    pruned = canvas.select(torch.tensor([2, 0, 2]))  # drop row 1, duplicate row 2
+    assert pruned.cache.layers[0].keys.shape[0] == 6  # both guidance halves of the kept rows
+    while pruned.step_index < gen.num_steps:
+        pruned = gen.step(pruned)
+    assert torch.equal(gen.finish(pruned), full[[2, 0, 2]])
+
+
+def test_a_candidate_does_not_depend_on_the_other_rows(weights):
+    gen = make(weights)
+    batched = run_to_end(gen, PROMPTS, generators(3))  # prompts of 3 lengths: left padding
+    assert batched.shape == (3, 3, 8, 8) and batched.dtype == torch.uint8
+    alone = torch.cat([run_to_end(gen, [p], [g]) for p, g in zip(PROMPTS, generators(3))])
+    assert torch.equal(batched, alone)
+    assert not torch.equal(batched, run_to_end(gen, PROMPTS, generators(3, sample=1)))
+
+
+def test_previews_show_finished_rows_on_grey(weights):
+    gen = make(weights, rows_per_step=2)
+    assert (gen.num_steps, gen.image_size) == (2, 8)
+    canvas = gen.start(PROMPTS[:2], generators(2))
+    assert torch.equal(gen.preview(canvas), torch.full((2, 3, 8, 8), 128, dtype=torch.uint8))
+    canvas = gen.step(canvas)
+    assert (canvas.tokens[:, :8] >= 0).all() and (canvas.tokens[:, 8:] == -1).all()
+    half = gen.preview(canvas)
+    assert half.shape == (2, 3, 8, 8) and half.dtype == torch.uint8
+    assert torch.equal(half[:, :, :4], gen.decode_rows(canvas.tokens[:, :8]))  # 2 code rows = 4 pixel rows
+    assert (half[:, :, 4:] == 128).all()
+    canvas = gen.step(canvas)
+    assert torch.equal(gen.preview(canvas), gen.finish(canvas))  # the strip decode is the full decode
+
+
+def test_uint8_conversion_truncates_like_janus():
+    pixels = torch.tensor([-1.0, 0.0, 1.0, 2.0, -3.0, 0.999])
+    assert to_uint8(pixels).tolist() == [0, 127, 255, 255, 0, 254]  # 127.5 -> 127, 254.87 -> 254
+
+
+def test_sequence_logprob_is_the_teacher_forced_sum_and_has_gradients(weights, monkeypatch):
+    gen = make(weights, rows_per_step=4)
+    prompts = PROMPTS[:2]  # different lengths
+    codes = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(3))
+
+    # By hand: run the sampling loop with its draws replaced by `codes`, adding up
+    # log_softmax of the conditional generation-head logits at every slot.
+    expected, slot = torch.zeros(2), iter(range(16))
+
+    def forced(cond, uncond, gens):
+        j = next(slot)
+        expected.add_(cond.log_softmax(-1).gather(-1, codes[:, j: j + 1]).squeeze(-1))
+        return codes[:, j]
+
+    monkeypatch.setattr(gen, "sample", forced)
+    canvas = gen.step(gen.start(prompts, generators(2)))
+    assert torch.equal(canvas.tokens, codes)
+    total = gen.sequence_logprob(prompts, canvas.tokens)  # tokens made under inference_mode, as in DPO
+    assert total.shape == (2,) and (total < 0).all()
+    torch.testing.assert_close(total.detach(), expected, rtol=1e-4, atol=1e-4)
+
+    total.sum().backward()
+    assert gen.model.model.generation_head.vision_head.weight.grad.abs().sum() > 0
+    assert gen.model.model.language_model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_errors_name_the_problem(weights, tmp_path):
+    with pytest.raises(ValueError, match="hf download"):
+        make(tmp_path / "missing")
+    with pytest.raises(ValueError, match="hf download"):
+        make("nobody-here/not-a-cached-model")
+    with pytest.raises(ValueError, match="raster"):
+        make(weights, order="mask")
+    with pytest.raises(ValueError, match="rows_per_step"):
+        make(weights, rows_per_step=3)
+    with pytest.raises(ValueError, match="dtype"):
+        make(weights, dtype="float8")
+    gen = make(weights)
+    with pytest.raises(ValueError, match="generators"):
+        gen.start(PROMPTS, generators(2))
+
+
+def test_janus_preset_loads():
+    cfg = load_config("configs/janus.yaml")
+    assert (cfg.generation.backend, cfg.generation.order, cfg.generation.weights) == \
+        ("janus", "raster", "deepseek-community/Janus-Pro-1B")
+    assert 1 + cfg.generation.guidance_scale == 5  # Janus-Pro's default CFG
+    assert 24 % cfg.generation.rows_per_step == 0
+    assert (cfg.run.eval_num, cfg.run.search_num, cfg.geneval.detector) == (4, 20, "hf")
