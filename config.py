@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from generation.config import GenerationConfig
 from geneval.config import GenEvalConfig
+from reward_models.judge import JudgeConfig
 
 # Upstream citations below are to ZiyuGuo99/Image-Generation-CoT main.py (argparse defaults).
 
@@ -57,6 +58,25 @@ class RunConfig:
 
 
 @dataclass
+class SearchConfig:
+    """How the verifier policies of ``search.py`` search (the ``search:`` section)."""
+
+    prm_every: int = 1
+    """PRM: judge the previews after every k-th decoding step. 1 = every step, as the paper's PRM on
+    Show-o's 18 steps (paper section 3.2)."""
+    sampled_decisions: bool = False
+    """PARM clarity/potential decisions. False: the answer with the larger probability (the paper's
+    yes/no). True: upstream's sampled first token at temperature 1 (selector.py ``generate(do_sample=True)``),
+    drawn from a generator seeded per (seed, prompt, sample, candidate, step)."""
+    prune: bool = True
+    """PARM: drop a path from the batch as soon as its potential assessment says no (the paper's
+    truncation, a real compute saving). False: upstream parm.py, every path runs all steps and the
+    potential answer is only used at selection; the kept image is the same either way."""
+    reflect_rounds: int = 3
+    """PARM++: at most this many reflect-and-correct rounds after the PARM choice (paper section 5: 3)."""
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     """What to generate, where, and how to select among candidates."""
@@ -67,6 +87,15 @@ class Config:
     dpo_checkpoints: dict[str, str] = field(default_factory=dict)
     """``--dpo_model`` name -> generator weights folder, per preset. Upstream hard-codes
     ``ckpts/dpo``, ``ckpts/dpo_iter`` and ``ckpts/dpo_iter_parm_gudie`` (main.py:135-146)."""
+    search: SearchConfig = field(default_factory=SearchConfig)
+    """How the verifier policies search (``search.py``)."""
+    reward: JudgeConfig = field(default_factory=JudgeConfig)
+    """The judge backend and its settings (``reward_models/judge.py``). A search policy replaces
+    ``reward.checkpoint`` with its own entry of ``reward_checkpoints``."""
+    reward_checkpoints: dict[str, str] = field(default_factory=dict)
+    """``--reward_model`` policy name -> judge checkpoint (local folder or cached HF id), per preset:
+    ``orm_zs``, ``orm_ft``, ``prm``, ``parm``, ``parm++``. Upstream hard-codes one per script
+    (orm.py/parm.py ``ImageSelector(pretrained=...)``)."""
 
 
 def _merge(merged, layer, source: str):
@@ -133,6 +162,7 @@ def load_config(config_path: str | Path | None, overrides: list[str] = (),
     except OmegaConfBaseException as err:
         raise ValueError(_describe(err, "config")) from err
     check_run_config(cfg.run)
+    check_search_config(cfg.search)
     return cfg
 
 
@@ -143,6 +173,13 @@ def check_run_config(run: RunConfig) -> None:
             raise ValueError(f"run.{name} must be at least 1, got {getattr(run, name)}")
     if not run.outdir:
         raise ValueError("run.outdir is empty; pass --outdir DIR")
+
+
+def check_search_config(search: SearchConfig) -> None:
+    if search.prm_every < 1:
+        raise ValueError(f"search.prm_every must be at least 1, got {search.prm_every}")
+    if search.reflect_rounds < 0:
+        raise ValueError(f"search.reflect_rounds must be at least 0, got {search.reflect_rounds}")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -32,8 +32,20 @@ def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> tor
 
 
 def per_row_uniform(shape: tuple[int, ...], generators: list[torch.Generator], device) -> torch.Tensor:
-    """``[B, *shape]`` uniform noise, row ``i`` drawn from ``generators[i]`` (CPU, then moved)."""
-    return torch.stack([torch.rand(shape, generator=g) for g in generators]).to(device)
+    """``[B, *shape]`` uniform noise, row ``i`` drawn from ``generators[i]`` (CPU generators).
+
+    On an accelerator, drawing ``B x 256 x 8192`` values on the CPU costs more than the Show-o
+    forward itself, so each row instead takes one 63-bit seed from its CPU generator and draws on
+    the device from a generator seeded with it: still a function of the candidate's seed alone.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.stack([torch.rand(shape, generator=g) for g in generators])
+    rows = []
+    for g in generators:
+        seed = int(torch.randint(0, 2 ** 63 - 1, (), generator=g))
+        rows.append(torch.rand(shape, generator=torch.Generator(device).manual_seed(seed), device=device))
+    return torch.stack(rows)
 
 
 def gumbel(uniform: torch.Tensor) -> torch.Tensor:

@@ -192,7 +192,8 @@ BAD_INPUTS = {
     "malformed": ([], "{metadata}:2: malformed JSON"),
     "mismatch": ([], "line 3: prompt 'a photo of a star' differs from the metadata prompt"),
     "short": ([], "line 4: 3 prompts but 4 metadata records"),
-    "reward_model": (["--reward_model", "parm"], "unknown --reward_model 'parm'; valid: ['none']"),
+    "reward_model": (["--reward_model", "bogus"],
+                     "unknown --reward_model 'bogus'; valid: ['none', 'orm_ft', 'orm_zs', 'parm', 'parm++', 'prm']"),
     "dpo_name": (["--dpo_model", "dpo"], "--dpo_model 'dpo' is neither a checkpoint of this preset (it has: none"),
     "backend": (["generation.backend=sdxl"], f"unknown generation.backend 'sdxl'; valid: {sorted(GENERATORS)}"),
     "showo": (["generation.backend=showo"], "the Show-o backend is not available in this version"),
@@ -224,7 +225,7 @@ def test_bad_input_exits_2_and_touches_nothing(case, root, reference, weights, s
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--reward_model", "orm_zs"], "unknown --reward_model 'orm_zs'"),
+    (["--reward_model", "orm_zs"], "no reward_checkpoints entry 'orm_zs'"),
     (["generation.weights=/no/such/folder"], "no shapes-world generator at /no/such/folder"),
 ])
 def test_bad_input_creates_no_outdir(root, weights, suite, capsys, extra, message):
