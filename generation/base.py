@@ -19,6 +19,8 @@ class Canvas(Protocol):
     """Decoding steps done so far (0 after ``start``)."""
     tokens: torch.Tensor
     """``long [B, N]`` image tokens as they stand (backends mark unknown positions their own way)."""
+    generators: list[torch.Generator]
+    """Row ``i``'s random stream; a policy may replace one to make a duplicated row diverge."""
 
     def select(self, index: torch.Tensor) -> "Canvas":
         """The rows ``index`` (``long [B']``), in that order; an index may repeat (duplication)."""
@@ -29,6 +31,8 @@ class Generator(Protocol):
     num_steps: int
     """Decoding steps from ``start`` to a finished image."""
     image_size: int
+    num_forwards: int
+    """Candidate-rows times model forwards so far (guidance rows not counted twice)."""
 
     def start(self, prompts: list[str], generators: list[torch.Generator]) -> Canvas:
         """A canvas of ``len(prompts)`` rows; row ``i`` draws all its randomness from ``generators[i]``."""
@@ -45,6 +49,20 @@ class Generator(Protocol):
     def finish(self, canvas: Canvas) -> torch.Tensor:
         """``uint8 [B, 3, H, W]`` final images of a canvas that has run ``num_steps`` steps."""
         ...
+
+
+def clone_generators(generators: list[torch.Generator], rows: list[int]) -> list[torch.Generator]:
+    """Copies of ``generators[r]`` for each row ``r``, with the same state.
+
+    ``Canvas.select`` uses it: a kept row continues exactly the stream it had, and a duplicated
+    row continues identically to its original unless the caller re-seeds it.
+    """
+    copies = []
+    for row in rows:
+        copy = torch.Generator(generators[row].device)
+        copy.set_state(generators[row].get_state())
+        copies.append(copy)
+    return copies
 
 
 def seeded_generator(seed: int, prompt_index: int, sample_index: int, candidate_index: int) -> torch.Generator:

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, DynamicCache, JanusForConditionalGeneration
 
+from generation.base import clone_generators
 from generation.config import GenerationConfig
 from generation.maskgit import gumbel, per_row_uniform
 
@@ -72,19 +73,12 @@ class JanusCanvas:
         return replace(self, attention_mask=self.attention_mask[both], positions=self.positions[both],
                        tokens=self.tokens[index], next_logits=self.next_logits[both],
                        cache=_select_cache(self.cache, both),
-                       generators=[_clone_generator(self.generators[i]) for i in index.tolist()])
+                       generators=clone_generators(self.generators, index.tolist()))
 
 
 def _select_cache(cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
     """A new cache holding ``rows`` of every layer (indexing copies, so the old cache is untouched)."""
     return DynamicCache([(layer.keys[rows], layer.values[rows]) for layer in cache.layers])
-
-
-def _clone_generator(generator: torch.Generator) -> torch.Generator:
-    """A generator in the same state: a selected row continues exactly the stream it had."""
-    copy = torch.Generator()
-    copy.set_state(generator.get_state())
-    return copy
 
 
 def weights_folder(name_or_path: str) -> str:

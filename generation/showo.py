@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from generation.base import clone_generators
 from generation.config import GenerationConfig
 from generation.magvitv2 import MagvitV2, load_magvitv2, read_state_dict, resolve_checkpoint
 from generation.maskgit import TEMPERATURE_SCHEDULES, guided_logits, maskgit_step, step_temperature
@@ -220,15 +221,8 @@ class ShowoCanvas:
     def select(self, index: torch.Tensor) -> "ShowoCanvas":
         rows = index.tolist()
         return replace(self, text=self.text[index], tokens=self.tokens[index], sampled=self.sampled[index],
-                       generators=[_clone_generator(self.generators[i]) for i in rows],
+                       generators=clone_generators(self.generators, rows),
                        prompts=[self.prompts[i] for i in rows])
-
-
-def _clone_generator(generator: torch.Generator) -> torch.Generator:
-    """A copy with the same state, so duplicated rows draw independent-but-reproducible streams."""
-    copy = torch.Generator()
-    copy.set_state(generator.get_state())
-    return copy
 
 
 class ShowoGenerator:

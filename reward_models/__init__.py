@@ -17,6 +17,7 @@ JUDGES = {
     "llava_onevision": "reward_models.llava_onevision:LlavaOnevisionJudge",
     "qwen2_vl": "reward_models.qwen_vl:QwenVLJudge",
     "qwen2_5_vl": "reward_models.qwen_vl:QwenVLJudge",
+    "shapes": "reward_models.shapes_judge:ShapesJudge",
 }
 
 

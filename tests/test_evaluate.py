@@ -224,7 +224,7 @@ def test_torchrun_two_processes_match_one_process(data):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     outfile = data["outdir"].parent / "ddp" / "results.jsonl"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "geneval.evaluate", str(outdir), "detector=shapes", "--outfile", str(outfile),
+               "-m", "geneval.evaluate", str(outdir), "detector=shapes", "device=cpu", "--outfile", str(outfile),
                "--cache-dir", str(data["outdir"].parent / "ddp_cache")]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from generation.base import clone_generators
 from generation.config import GenerationConfig
 from generation.maskgit import guided_logits, maskgit_step, per_row_uniform, gumbel, step_temperature
 from generation.tiny.model import TinyT2I
@@ -33,7 +34,7 @@ class MaskCanvas:
 
     def select(self, index: torch.Tensor) -> "MaskCanvas":
         return replace(self, text=self.text[index], tokens=self.tokens[index], sampled=self.sampled[index],
-                       generators=[_clone_generator(self.generators[i]) for i in index.tolist()])
+                       generators=clone_generators(self.generators, index.tolist()))
 
 
 @dataclass
@@ -49,14 +50,7 @@ class RasterCanvas:
         both = torch.cat([index, index + len(self.text)])  # guidance rows follow their candidate
         caches = [{"k": c["k"][both], "v": c["v"][both]} for c in self.caches]
         return replace(self, text=self.text[index], tokens=self.tokens[index], next_logits=self.next_logits[both],
-                       caches=caches, generators=[_clone_generator(self.generators[i]) for i in index.tolist()])
-
-
-def _clone_generator(generator: torch.Generator) -> torch.Generator:
-    """A copy with the same state, so duplicated rows draw independent-but-reproducible streams."""
-    copy = torch.Generator()
-    copy.set_state(generator.get_state())
-    return copy
+                       caches=caches, generators=clone_generators(self.generators, index.tolist()))
 
 
 class TinyGenerator:

@@ -1,0 +1,112 @@
+"""Shapes-world judges: small image+text yes/no models behind the ``YesNoJudge`` protocol.
+
+The paper's judges are a 7B VLM asked yes/no questions; here one small transformer reads
+``[question kind] + prompt words + the image's 64 cell codes`` and answers yes or no from the
+kind token's output, so the same search policies run on CPU. The image goes through the shipped
+patch tokenizer (nearest codebook cell per 8x8 patch), which is exact on images the embedded
+generator decodes. One checkpoint folder holds the model, its text vocabulary and a copy of the
+tokenizer, so a judge loads from one path (``reward_checkpoints.<policy>``).
+
+Train with ``python -m reward_models.train_shapes_judge`` (see that module for the recipes).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from generation.tiny.text import WordTokenizer
+from generation.tiny.vq import PatchTokenizer
+from reward_models.judge import KINDS, JudgeConfig, Question, check_batch
+
+
+@dataclass
+class JudgeNetConfig:
+    text_vocab_size: int = 35
+    max_text_len: int = 12
+    codebook_size: int = 1291
+    num_image_tokens: int = 64
+    hidden_size: int = 128
+    num_layers: int = 3
+    num_heads: int = 4
+    kinds: list[str] = field(default_factory=lambda: list(KINDS))
+    """Question kinds the model has an embedding for, in id order."""
+
+
+class JudgeNet(nn.Module):
+    def __init__(self, cfg: JudgeNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden_size
+        self.kind_embed = nn.Embedding(len(cfg.kinds), d)
+        self.text_embed = nn.Embedding(cfg.text_vocab_size, d)
+        self.image_embed = nn.Embedding(cfg.codebook_size, d)
+        self.pos_embed = nn.Parameter(torch.randn(1 + cfg.max_text_len + cfg.num_image_tokens, d) * 0.02)
+        layer = nn.TransformerEncoderLayer(d, cfg.num_heads, 4 * d, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.answer = nn.Linear(d, 2)
+        """Logits of (yes, no) read at the kind token."""
+
+    def forward(self, kinds: torch.Tensor, text: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """``(kinds [B], text [B, T], codes [B, N])`` -> answer logits ``[B, 2]`` (yes, no)."""
+        x = torch.cat([self.kind_embed(kinds)[:, None], self.text_embed(text), self.image_embed(codes)], 1)
+        h = self.norm(self.encoder(x + self.pos_embed))
+        return self.answer(h[:, 0])
+
+
+class ShapesJudge:
+    """``YesNoJudge`` for the shapes world: ``P(yes), P(no)`` = softmax of the two answer logits."""
+
+    def __init__(self, cfg: JudgeConfig, device: torch.device | str = "cpu"):
+        folder = Path(cfg.checkpoint)
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"no shapes judge at {folder}; train it with `python -m reward_models.train_shapes_judge` "
+                             "or point reward_checkpoints at a trained folder")
+        self.device = torch.device(device)
+        self.batch_size = cfg.batch_size
+        self.model, self.text, self.tokenizer = load_judge(folder)
+        self.model.to(self.device)
+        self.tokenizer.to(self.device)
+
+    @torch.inference_mode()
+    def yes_no_probs(self, images: torch.Tensor, questions: list[Question]) -> tuple[torch.Tensor, torch.Tensor]:
+        check_batch(images, questions)
+        unknown = sorted({q.kind for q in questions} - set(self.model.cfg.kinds))
+        if unknown:
+            raise ValueError(f"this shapes judge was trained for {self.model.cfg.kinds}, not {unknown}")
+        probs = []
+        for start in range(0, len(questions), max(self.batch_size, 1)):
+            chunk = slice(start, start + max(self.batch_size, 1))
+            probs.append(self.answer_probs(images[chunk].to(self.device), questions[chunk]))
+        both = torch.cat(probs).cpu()
+        return both[:, 0], both[:, 1]
+
+    def answer_probs(self, images: torch.Tensor, questions: list[Question]) -> torch.Tensor:
+        kinds = torch.tensor([self.model.cfg.kinds.index(q.kind) for q in questions], device=self.device)
+        text = self.text.encode([q.prompt for q in questions]).to(self.device)
+        return self.model(kinds, text, self.tokenizer.encode(images)).float().softmax(-1)
+
+
+def save_judge(folder: str | Path, model: JudgeNet, text: WordTokenizer, tokenizer: PatchTokenizer,
+               log: dict | None = None) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    text.save(folder / "text_vocab.json")
+    tokenizer.save(folder / "tokenizer")
+    if log is not None:
+        (folder / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")
+    (folder / "config.json").write_text(json.dumps(asdict(model.cfg), indent=2) + "\n")  # last: marks it complete
+
+
+def load_judge(folder: str | Path) -> tuple[JudgeNet, WordTokenizer, PatchTokenizer]:
+    folder = Path(folder)
+    model = JudgeNet(JudgeNetConfig(**json.loads((folder / "config.json").read_text())))
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return model.eval(), WordTokenizer.load(folder / "text_vocab.json"), PatchTokenizer.load(folder / "tokenizer")

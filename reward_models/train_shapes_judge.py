@@ -1,0 +1,186 @@
+"""Train a shapes-world judge (``reward_models.shapes_judge``).
+
+    python -m reward_models.train_shapes_judge --recipe orm_zs --out weights/shapes/judges/orm_zs
+
+Recipe ``orm_zs``, the zero-shot outcome reward model (the analogue of an off-the-shelf VLM):
+trained only on *rendered* scenes, never on generated images. Each scene of a training-pool
+record is shown with its own caption or with a hard negative (one attribute of the record
+changed: a shape, a colour, the count, the relation, the colours swapped between objects) or a
+random other caption. The label is GenEval's decision for that caption on the scene's ground
+truth, so a changed caption that the scene still satisfies (a diagonal pair is both "left of"
+and "above") is labelled yes. Captions stay inside the training pool: no evaluation prompt is
+ever read. Accuracy is reported on rendered scenes of the held-out evaluation suite.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from geneval.detection import COLORS
+from geneval.prompts import (RELATIONS, color_attr_record, color_record, counting_record, load_metadata,
+                             position_record, single_object_record, two_object_record)
+from geneval.rules import RuleConfig, evaluate_image, filter_detections
+from geneval.shapes.render import render, sample_scene
+from geneval.shapes.world import PLURALS, SHAPES
+from generation.tiny.text import WordTokenizer
+from generation.tiny.vq import PatchTokenizer
+from reward_models.shapes_judge import JudgeNet, JudgeNetConfig, save_judge
+
+SHAPES_PROMPTS = Path("geneval/prompts/shapes")
+
+
+def _other(options: list[str], current: str, rng: np.random.Generator, *also: str) -> str:
+    """A random option that is neither ``current`` nor any of ``also``."""
+    choices = [o for o in options if o != current and o not in also]
+    return choices[rng.integers(len(choices))]
+
+
+def perturb(record: dict, rng: np.random.Generator) -> dict:
+    """A record of the same tag with one attribute changed (a hard negative caption)."""
+    tag, inc = record["tag"], record["include"]
+    if tag == "single_object":
+        return single_object_record(_other(SHAPES, inc[0]["class"], rng))
+    if tag == "two_object":
+        a, b = inc[0]["class"], inc[1]["class"]
+        return two_object_record(_other(SHAPES, a, rng, b), b) if rng.random() < 0.5 else \
+            two_object_record(a, _other(SHAPES, b, rng, a))
+    if tag == "counting":
+        name, count = inc[0]["class"], inc[0]["count"]
+        if rng.random() < 0.6:
+            count = int(_other(["2", "3", "4"], str(count), rng))
+        else:
+            name = _other(SHAPES, name, rng)
+        return counting_record(name, PLURALS[name], count)
+    if tag == "colors":
+        name, color = inc[0]["class"], inc[0]["color"]
+        return color_record(name, _other(COLORS, color, rng)) if rng.random() < 0.7 else \
+            color_record(_other(SHAPES, name, rng), color)
+    if tag == "position":
+        b, a, relation = inc[0]["class"], inc[1]["class"], inc[1]["position"][0]
+        pick = rng.integers(3)
+        if pick == 0:
+            return position_record(a, _other(RELATIONS, relation, rng), b)
+        if pick == 1:
+            return position_record(b, relation, a)
+        return position_record(_other(SHAPES, a, rng, b), relation, b)
+    if tag == "color_attr":
+        (a, ca), (b, cb) = ((c["class"], c["color"]) for c in inc)
+        pick = rng.integers(3)
+        if pick == 0 and ca != cb:
+            return color_attr_record(a, cb, b, ca)
+        if pick <= 1:
+            return color_attr_record(a, _other(COLORS, ca, rng), b, cb)
+        return color_attr_record(a, ca, _other(SHAPES, b, rng, a), cb)
+    raise ValueError(f"unknown tag {tag!r}")
+
+
+def caption_example(records: list[dict], allowed: set[str] | None, rng: np.random.Generator
+                    ) -> tuple[dict, np.ndarray, bool]:
+    """(caption record, rendered image, GenEval's verdict of the caption on the scene)."""
+    scene_record = records[rng.integers(len(records))]
+    scene = sample_scene(scene_record, rng)
+    draw = rng.random()
+    if draw < 0.5:
+        caption = scene_record
+    else:
+        caption = None
+        for _ in range(20):  # hard negatives that stay inside the training captions
+            candidate = perturb(scene_record, rng) if draw < 0.85 else records[rng.integers(len(records))]
+            if allowed is None or candidate["prompt"] in allowed:
+                caption = candidate
+                break
+        caption = caption or scene_record
+    rules = RuleConfig()
+    truth = [obj.as_detection() for obj in scene]
+    correct, _ = evaluate_image(caption, filter_detections(caption, truth, rules), rules)
+    return caption, render(scene), correct
+
+
+def build_examples(records: list[dict], allowed: set[str] | None, num: int, seed: int):
+    rng = np.random.default_rng(seed)
+    captions, images, labels = [], [], []
+    for _ in tqdm(range(num), desc="examples", mininterval=10):
+        caption, image, label = caption_example(records, allowed, rng)
+        captions.append(caption["prompt"])
+        images.append(image)
+        labels.append(label)
+    return captions, torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), torch.tensor(labels)
+
+
+@torch.no_grad()
+def accuracy(model: JudgeNet, kinds, text, codes, labels, batch: int = 1024) -> float:
+    model.eval()
+    predictions = torch.cat([model(kinds[i:i + batch], text[i:i + batch], codes[i:i + batch]).argmax(-1) == 0
+                             for i in range(0, len(labels), batch)])
+    model.train()
+    return float((predictions == labels).float().mean())
+
+
+def train(args: argparse.Namespace) -> dict:
+    torch.manual_seed(args.seed)
+    tokenizer = PatchTokenizer.load(args.tokenizer)
+    text = WordTokenizer.for_shapes_world()
+    train_records = load_metadata(SHAPES_PROMPTS / "train_metadata.jsonl")
+    eval_records = load_metadata(SHAPES_PROMPTS / "evaluation_metadata.jsonl")
+    start = time.time()
+    captions, images, labels = build_examples(train_records, {r["prompt"] for r in train_records},
+                                              args.num_examples, args.seed)
+    # Held-out scenes with any caption (negatives need not be evaluation prompts).
+    held_captions, held_images, held_labels = build_examples(eval_records, None, args.eval_examples, args.seed + 1)
+    codes, held_codes = tokenizer.encode(images), tokenizer.encode(held_images)
+    tokens, held_tokens = text.encode(captions), text.encode(held_captions)
+    cfg = JudgeNetConfig(text_vocab_size=len(text), codebook_size=tokenizer.cfg.codebook_size)
+    kind = cfg.kinds.index("orm")
+    kinds, held_kinds = torch.full((len(labels),), kind), torch.full((len(held_labels),), kind)
+    model = JudgeNet(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(args.seed)
+    curve = []
+    for step in tqdm(range(args.steps), desc="judge", mininterval=10):
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        batch = torch.randint(len(labels), (args.batch_size,), generator=generator)
+        logits = model(kinds[batch], tokens[batch], codes[batch])
+        loss = F.cross_entropy(logits, (~labels[batch]).long())  # class 0 = yes
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == args.steps - 1:
+            curve.append({"step": step, "loss": loss.item(), "seconds": time.time() - start})
+    log = {"recipe": args.recipe, "args": vars(args), "curve": curve, "train_seconds": time.time() - start,
+           "train_accuracy": accuracy(model, kinds, tokens, codes, labels),
+           "heldout_rendered_accuracy": accuracy(model, held_kinds, held_tokens, held_codes, held_labels),
+           "heldout_yes_share": float(held_labels.float().mean())}
+    save_judge(args.out, model.eval(), text, tokenizer, log)
+    return log
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", choices=["orm_zs"], default="orm_zs")
+    parser.add_argument("--out", default="weights/shapes/judges/orm_zs")
+    parser.add_argument("--tokenizer", default="weights/shapes/tokenizer")
+    parser.add_argument("--num-examples", type=int, default=60_000)
+    parser.add_argument("--eval-examples", type=int, default=4_000)
+    parser.add_argument("--steps", type=int, default=3_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    log = train(parse_args(argv))
+    print(json.dumps({k: v for k, v in log.items() if k != "curve"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
