@@ -123,6 +123,19 @@ def check_batch(images: torch.Tensor, questions: list[Question]) -> None:
         raise ValueError(f"one question per image: got {len(questions)} questions for {images.shape[0]} images")
 
 
+def score_in_batches(score, images: torch.Tensor, questions: list[Question], batch_size: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``yes_no_probs`` of a judge whose ``score(images, questions) -> (p_yes, p_no)`` takes one batch.
+
+    Chunks of ``batch_size`` pairs bound memory; the probabilities do not depend on the chunking.
+    """
+    check_batch(images, questions)
+    step = max(batch_size, 1)
+    parts = [score(images[start:start + step], questions[start:start + step])
+             for start in range(0, len(questions), step)]
+    return torch.cat([yes for yes, _ in parts]), torch.cat([no for _, no in parts])
+
+
 def to_pil_images(images: torch.Tensor) -> list:
     """``uint8 [B, 3, H, W]`` as a list of RGB PIL images (what transformers' image processors take)."""
     from PIL import Image

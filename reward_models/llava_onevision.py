@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from reward_models.judge import (JudgeConfig, Question, answer_token_ids, check_batch, checkpoint_folder,
-                                 left_pad, to_pil_images, torch_dtype, yes_no_from_logits)
+from reward_models.judge import (JudgeConfig, Question, answer_token_ids, checkpoint_folder, left_pad,
+                                 score_in_batches, to_pil_images, torch_dtype, yes_no_from_logits)
 from reward_models.prompts import chatml, dialogue, encode_around_image
 
 IMAGE_MODES = ("pad", "anyres")
@@ -146,14 +146,7 @@ class LlavaOnevisionJudge:
 
     @torch.no_grad()
     def yes_no_probs(self, images: torch.Tensor, questions: list[Question]) -> tuple[torch.Tensor, torch.Tensor]:
-        check_batch(images, questions)
-        p_yes, p_no = [], []
-        for start in range(0, len(questions), self.cfg.batch_size):
-            stop = start + self.cfg.batch_size
-            yes, no = self._score(images[start:stop], questions[start:stop])
-            p_yes.append(yes)
-            p_no.append(no)
-        return torch.cat(p_yes), torch.cat(p_no)
+        return score_in_batches(self._score, images, questions, self.cfg.batch_size)
 
     def _score(self, images: torch.Tensor, questions: list[Question]) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.image_features(images)

@@ -21,7 +21,7 @@ from torch import nn
 
 from generation.tiny.text import WordTokenizer
 from generation.tiny.vq import PatchTokenizer
-from reward_models.judge import KINDS, JudgeConfig, Question, check_batch
+from reward_models.judge import KINDS, JudgeConfig, Question, score_in_batches
 
 
 @dataclass
@@ -76,21 +76,16 @@ class ShapesJudge:
 
     @torch.inference_mode()
     def yes_no_probs(self, images: torch.Tensor, questions: list[Question]) -> tuple[torch.Tensor, torch.Tensor]:
-        check_batch(images, questions)
         unknown = sorted({q.kind for q in questions} - set(self.model.cfg.kinds))
         if unknown:
             raise ValueError(f"this shapes judge was trained for {self.model.cfg.kinds}, not {unknown}")
-        probs = []
-        for start in range(0, len(questions), max(self.batch_size, 1)):
-            chunk = slice(start, start + max(self.batch_size, 1))
-            probs.append(self.answer_probs(images[chunk].to(self.device), questions[chunk]))
-        both = torch.cat(probs).cpu()
-        return both[:, 0], both[:, 1]
+        return score_in_batches(self._score, images, questions, self.batch_size)
 
-    def answer_probs(self, images: torch.Tensor, questions: list[Question]) -> torch.Tensor:
+    def _score(self, images: torch.Tensor, questions: list[Question]) -> tuple[torch.Tensor, torch.Tensor]:
         kinds = torch.tensor([self.model.cfg.kinds.index(q.kind) for q in questions], device=self.device)
         text = self.text.encode([q.prompt for q in questions]).to(self.device)
-        return self.model(kinds, text, self.tokenizer.encode(images)).float().softmax(-1)
+        probs = self.model(kinds, text, self.tokenizer.encode(images.to(self.device))).float().softmax(-1).cpu()
+        return probs[:, 0], probs[:, 1]
 
 
 def save_judge(folder: str | Path, model: JudgeNet, text: WordTokenizer, tokenizer: PatchTokenizer,

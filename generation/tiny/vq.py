@@ -90,12 +90,18 @@ class PatchTokenizer(torch.nn.Module):
         return cls(cfg, codebook)
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Codes ``long [B, g*g]`` (raster order) of uint8 images ``[B, 3, H, W]``."""
-        patches = patchify(images.float(), self.cfg.patch_size)  # [B, N, P]
-        # argmin |x - c|^2 = argmax (x.c - |c|^2 / 2)
-        scores = patches @ self.codebook.T - 0.5 * (self.codebook ** 2).sum(-1)
-        return scores.argmax(-1)
+    def encode(self, images: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        """Codes ``long [B, g*g]`` (raster order) of uint8 images ``[B, 3, H, W]``.
+
+        Images go through in chunks: the distance matrix is ``[chunk, N, K]`` floats.
+        """
+        half_norms = 0.5 * (self.codebook ** 2).sum(-1)
+        codes = []
+        for start in range(0, len(images), chunk):
+            patches = patchify(images[start:start + chunk].float(), self.cfg.patch_size)  # [b, N, P]
+            # argmin |x - c|^2 = argmax (x.c - |c|^2 / 2)
+            codes.append((patches @ self.codebook.T - half_norms).argmax(-1))
+        return torch.cat(codes) if codes else torch.zeros(0, self.cfg.num_tokens, dtype=torch.long)
 
     @torch.no_grad()
     def decode_uint8(self, codes: torch.Tensor) -> torch.Tensor:
