@@ -36,7 +36,6 @@ Weights are read from a local folder or the Hugging Face cache, never downloaded
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, DynamicCache, JanusForConditionalGeneration
 
 from generation.base import clone_generators
+from hub import local_snapshot
 from generation.config import GenerationConfig
 from generation.maskgit import gumbel, per_row_uniform
 
@@ -83,21 +83,12 @@ def _select_cache(cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
 
 def weights_folder(name_or_path: str) -> str:
     """``generation.weights`` as a local folder: the folder itself or its snapshot in the HF cache."""
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return snapshot_download(name_or_path, local_files_only=True)
-    except (LocalEntryNotFoundError, HFValidationError) as err:
-        raise ValueError(
-            f"generation.weights={name_or_path!r} is neither a local folder nor a model in the Hugging Face "
-            f"cache ({constants.HF_HUB_CACHE}); weights are never downloaded here. On a machine with internet "
-            f"access run `hf download deepseek-community/Janus-Pro-1B` (or -7B) into that cache (HF_HOME moves "
-            f"it), or `hf download deepseek-community/Janus-Pro-1B --local-dir DIR` and set "
-            f"generation.weights=DIR. Without weights, configs/shapes.yaml runs the embedded shapes world on CPU."
-        ) from err
+    return local_snapshot(name_or_path, lambda invalid, cache: ValueError(
+        f"generation.weights={name_or_path!r} is neither a local folder nor a model in the Hugging Face "
+        f"cache ({cache}); weights are never downloaded here. On a machine with internet "
+        f"access run `hf download deepseek-community/Janus-Pro-1B` (or -7B) into that cache (HF_HOME moves "
+        f"it), or `hf download deepseek-community/Janus-Pro-1B --local-dir DIR` and set "
+        f"generation.weights=DIR. Without weights, configs/shapes.yaml runs the embedded shapes world on CPU."))
 
 
 def to_uint8(pixels: torch.Tensor) -> torch.Tensor:

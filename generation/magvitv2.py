@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hub import local_snapshot
+
 CHECKPOINT_FILES = ("pytorch_model.safetensors", "pytorch_model.bin")
 """Weight files of a diffusers ``ModelMixin`` folder, in order of preference (upstream modeling_utils.py)."""
 
@@ -256,16 +258,9 @@ class MagvitV2(nn.Module):
 # -- loading ---------------------------------------------------------------------------------------
 def resolve_checkpoint(name: str, what: str, how_to_get: str) -> Path:
     """A local folder, or the snapshot of Hugging Face repo ``name`` in the local cache (never downloads)."""
-    if Path(name).is_dir():
-        return Path(name)
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(name, local_files_only=True))
-    except (LocalEntryNotFoundError, HFValidationError) as err:
-        raise ValueError(f"{what} {name!r} is neither a local folder nor in the Hugging Face cache "
-                         f"({type(err).__name__}). {how_to_get}") from err
+    return Path(local_snapshot(name, lambda invalid, cache: ValueError(
+        f"{what} {name!r} is neither a local folder nor in the Hugging Face cache "
+        f"({'not a valid repo id' if invalid else 'not in ' + cache}). {how_to_get}")))
 
 
 def read_state_dict(folder: Path, what: str) -> dict[str, torch.Tensor]:

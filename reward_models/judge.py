@@ -9,11 +9,12 @@ left padding and the read-out of the last position.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from hub import local_snapshot
 
 KINDS = ("orm", "prm", "clarity", "potential")
 """Question kinds; ``reward_models.prompts.dialogue`` turns each into chat turns."""
@@ -79,20 +80,11 @@ def checkpoint_folder(name_or_path: str, hint: str) -> str:
 
     Nothing is downloaded. ``hint`` is appended to the error (e.g. how to convert a checkpoint).
     """
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return snapshot_download(name_or_path, local_files_only=True)
-    except (LocalEntryNotFoundError, HFValidationError) as err:
-        raise FileNotFoundError(
-            f"reward.checkpoint={name_or_path!r} is neither a local folder nor a model in the Hugging Face "
-            f"cache ({constants.HF_HUB_CACHE}). Reward models are never downloaded at run time; on a machine "
-            f"with internet access run `hf download {name_or_path}` into that cache (set HF_HOME to move it) "
-            f"or `hf download {name_or_path} --local-dir DIR` and set reward.checkpoint=DIR. {hint}"
-        ) from err
+    return local_snapshot(name_or_path, lambda invalid, cache: FileNotFoundError(
+        f"reward.checkpoint={name_or_path!r} is neither a local folder nor a model in the Hugging Face "
+        f"cache ({cache}). Reward models are never downloaded at run time; on a machine "
+        f"with internet access run `hf download {name_or_path}` into that cache (set HF_HOME to move it) "
+        f"or `hf download {name_or_path} --local-dir DIR` and set reward.checkpoint=DIR. {hint}"))
 
 
 def answer_token_ids(tokenizer, fold_case: bool) -> tuple[list[int], list[int]]:

@@ -39,7 +39,6 @@ Tests: ``python -m pytest -q tests/test_detectors_hf.py``.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
@@ -49,6 +48,7 @@ from geneval.config import GenEvalConfig
 from geneval.detection import Detection
 from geneval.detectors.clip_color import CLIPColorClassifier, HFCLIPEncoder
 from geneval.prompts import COCO_CLASSES
+from hub import local_snapshot
 
 TEST_SCALE = (1333, 800)
 """mmdet test ``Resize(scale=(1333, 800), keep_ratio=True)``: long side <= 1333, short side <= 800."""
@@ -87,23 +87,16 @@ def pretrained_folder(name_or_path: str, field: str, default_repo: str, cache_di
 
     Nothing is downloaded. ``field`` and ``default_repo`` only shape the error message.
     """
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return snapshot_download(name_or_path, local_files_only=True, cache_dir=cache_dir)
-    except (LocalEntryNotFoundError, HFValidationError) as err:
-        repo = default_repo if isinstance(err, HFValidationError) else name_or_path
-        cache = cache_dir or constants.HF_HUB_CACHE
-        raise FileNotFoundError(
+    def missing(invalid_id: bool, cache: str) -> Exception:
+        repo = default_repo if invalid_id else name_or_path
+        return FileNotFoundError(
             f"geneval.{field}={name_or_path!r} is neither a local folder nor a model in the Hugging Face "
             f"cache ({cache}). Weights are never downloaded during evaluation; fetch them first on a "
             f"machine with internet access: `hf download {repo}` (older huggingface_hub: "
             f"`huggingface-cli download {repo}`) into that cache (set HF_HOME to move it), or "
-            f"`hf download {repo} --local-dir DIR` and set geneval.{field}=DIR."
-        ) from err
+            f"`hf download {repo} --local-dir DIR` and set geneval.{field}=DIR.")
+
+    return local_snapshot(name_or_path, missing, cache_dir)
 
 
 def _normalize_label(name: str) -> str:
