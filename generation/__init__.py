@@ -15,6 +15,7 @@ GENERATORS = {
     "tiny": "generation.tiny.backend:TinyGenerator",
     "showo": "generation.showo:ShowoGenerator",
     "janus": "generation.janus:JanusGenerator",
+    "llamagen": "generation.llamagen:LlamaGenGenerator",
 }
 
 

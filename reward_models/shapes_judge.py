@@ -22,6 +22,21 @@ from torch import nn
 from generation.tiny.text import WordTokenizer
 from generation.tiny.vq import PatchTokenizer
 from reward_models.judge import KINDS, JudgeConfig, Question, score_in_batches
+from reward_models.verifiers import Reflection
+
+CRITIQUES = ("ok", "missing-0", "missing-1", "color-0", "color-1", "position", "extra")
+"""What a PARM++ shapes judge can say is wrong: the first failing clause of the prompt, in
+GenEval's clause order (``reward_models.judge_data.reflection_target`` derives it)."""
+
+CRITIQUE_TEXT = {
+    "ok": "the image satisfies the prompt",
+    "missing-0": "the first object the prompt names is missing or there are too few of it",
+    "missing-1": "the second object the prompt names is missing",
+    "color-0": "the first object the prompt names has the wrong colour",
+    "color-1": "the second object the prompt names has the wrong colour",
+    "position": "the objects do not stand in the position the prompt asks for",
+    "extra": "there are more objects than the prompt asks for",
+}
 
 
 @dataclass
@@ -35,6 +50,8 @@ class JudgeNetConfig:
     num_heads: int = 4
     kinds: list[str] = field(default_factory=lambda: list(KINDS))
     """Question kinds the model has an embedding for, in id order."""
+    reflection: bool = False
+    """PARM++ heads: a critique class (``CRITIQUES``) and a per-token "regenerate" logit."""
 
 
 class JudgeNet(nn.Module):
@@ -52,12 +69,25 @@ class JudgeNet(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.answer = nn.Linear(d, 2)
         """Logits of (yes, no) read at the kind token."""
+        if cfg.reflection:
+            self.critique = nn.Linear(d, len(CRITIQUES))
+            """Critique logits, read at the kind token."""
+            self.region = nn.Linear(d, 1)
+            """"Regenerate this token" logit, read at each image position."""
+
+    def hidden(self, kinds: torch.Tensor, text: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.kind_embed(kinds)[:, None], self.text_embed(text), self.image_embed(codes)], 1)
+        return self.norm(self.encoder(x + self.pos_embed))
 
     def forward(self, kinds: torch.Tensor, text: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """``(kinds [B], text [B, T], codes [B, N])`` -> answer logits ``[B, 2]`` (yes, no)."""
-        x = torch.cat([self.kind_embed(kinds)[:, None], self.text_embed(text), self.image_embed(codes)], 1)
-        h = self.norm(self.encoder(x + self.pos_embed))
-        return self.answer(h[:, 0])
+        return self.answer(self.hidden(kinds, text, codes)[:, 0])
+
+    def reflect(self, kinds: torch.Tensor, text: torch.Tensor, codes: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Answer logits ``[B, 2]``, critique logits ``[B, C]``, region logits ``[B, N]``."""
+        h = self.hidden(kinds, text, codes)
+        return self.answer(h[:, 0]), self.critique(h[:, 0]), self.region(h[:, -codes.shape[1]:]).squeeze(-1)
 
 
 class ShapesJudge:
@@ -80,6 +110,24 @@ class ShapesJudge:
         if unknown:
             raise ValueError(f"this shapes judge was trained for {self.model.cfg.kinds}, not {unknown}")
         return score_in_batches(self._score, images, questions, self.batch_size)
+
+    @property
+    def can_reflect(self) -> bool:
+        return self.model.cfg.reflection
+
+    @torch.inference_mode()
+    def reflect(self, images: torch.Tensor, prompts: list[str]) -> list[Reflection]:
+        """PARM++ reflection: the critique class as text and the tokens whose logit says "regenerate".
+
+        Asked with the ORM kind (the reflection verdict is the ORM question, ``verifiers.REFLECT_KIND``).
+        """
+        if not self.can_reflect:
+            raise ValueError("this shapes judge has no reflection heads; train it with --recipe parm++")
+        kinds = torch.full((len(prompts),), self.model.cfg.kinds.index("orm"), device=self.device)
+        text = self.text.encode(prompts).to(self.device)
+        _, critique, region = self.model.reflect(kinds, text, self.tokenizer.encode(images.to(self.device)))
+        return [Reflection(CRITIQUE_TEXT[CRITIQUES[int(c)]], (r > 0).cpu())
+                for c, r in zip(critique.argmax(-1), region)]
 
     def _score(self, images: torch.Tensor, questions: list[Question]) -> tuple[torch.Tensor, torch.Tensor]:
         kinds = torch.tensor([self.model.cfg.kinds.index(q.kind) for q in questions], device=self.device)

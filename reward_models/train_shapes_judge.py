@@ -10,6 +10,25 @@ random other caption. The label is GenEval's decision for that caption on the sc
 truth, so a changed caption that the scene still satisfies (a diagonal pair is both "left of"
 and "above") is labelled yes. Captions stay inside the training pool: no evaluation prompt is
 ever read. Accuracy is reported on rendered scenes of the held-out evaluation suite.
+
+The other recipes fine-tune the zero-shot ORM on the embedded generator's own labelled
+generations (``reward_models.judge_data`` files of both decoding orders), as the paper
+fine-tunes LLaVA-OneVision (paper.md section 2, "data"):
+
+- ``orm_ft``: final images, ORM question, the evaluator's verdict.
+- ``prm``: previews after step ``k`` labelled by Math-Shepherd continuations (yes iff any of
+  the continuations ends correct), plus the final images with their own verdict.
+- ``parm``: one model, three questions. Clarity, labelled statically by step: a preview at or
+  after ``--clear-from`` of the way through decoding is clear, one at or before
+  ``--unclear-until`` is not, the ones between are not used (paper: after step 11 of 18 clear,
+  before 10 not). Potential: previews of clear steps labelled with their path's final verdict.
+  Final: the ORM examples.
+- ``parm++``: PARM's examples plus reflection: on every final image a critique class
+  (``shapes_judge.CRITIQUES``) and, on failing ones, the tokens to regenerate
+  (``judge_data.reflection_target``); the heads are trained with the answer.
+
+    python -m reward_models.train_shapes_judge --recipe parm --init weights/shapes/judges/orm_zs \
+        --data data/judges/mask_train.pt data/judges/raster_train.pt --out weights/shapes/judges/parm
 """
 from __future__ import annotations
 
@@ -32,7 +51,7 @@ from geneval.shapes.render import render, sample_scene
 from geneval.shapes.world import PLURALS, SHAPES
 from generation.tiny.text import WordTokenizer
 from generation.tiny.vq import PatchTokenizer
-from reward_models.shapes_judge import JudgeNet, JudgeNetConfig, save_judge
+from reward_models.shapes_judge import CRITIQUES, JudgeNet, JudgeNetConfig, load_judge, save_judge
 
 SHAPES_PROMPTS = Path("geneval/prompts/shapes")
 
@@ -163,22 +182,144 @@ def train(args: argparse.Namespace) -> dict:
     return log
 
 
+# ----------------------------------------------------------------------------
+# Fine-tuned recipes on generated images
+
+FINETUNED = ("orm_ft", "prm", "parm", "parm++")
+NO_REGION = -1
+"""``regenerate`` value of examples without a region target (only failing finals have one)."""
+
+
+def clarity_label(step: int, num_steps: int, clear_from: float, unclear_until: float) -> bool | None:
+    """Static clarity label of the preview after ``step`` of ``num_steps`` (None: between, unused)."""
+    if step >= clear_from * num_steps:
+        return True
+    if step <= unclear_until * num_steps:
+        return False
+    return None
+
+
+def generated_examples(data: dict, recipe: str, clear_from: float, unclear_until: float) -> dict:
+    """The examples of ``recipe`` in one ``judge_data`` file: kinds, prompts, codes, labels, reflection targets."""
+    prompts = [data["prompts"][g] for g in data["traj_group"].tolist()]
+    previews, steps = data["previews"].long(), data["num_steps"]
+    finals = previews[:, -1]
+    out = {"kind": [], "prompt": [], "codes": [], "label": [], "critique": [], "regenerate": []}
+
+    def add(kind: str, example_prompts: list[str], codes: torch.Tensor, labels: torch.Tensor,
+            critique: torch.Tensor | None = None, regenerate: torch.Tensor | None = None) -> None:
+        n = len(example_prompts)
+        out["kind"] += [kind] * n
+        out["prompt"] += example_prompts
+        out["codes"].append(codes)
+        out["label"].append(labels.bool())
+        out["critique"].append(critique if critique is not None else torch.full((n,), NO_REGION))
+        out["regenerate"].append(regenerate.long() if regenerate is not None else
+                                 torch.full((n, codes.shape[1]), NO_REGION))
+
+    if recipe in ("orm_ft", "parm", "parm++"):
+        if recipe == "parm++":
+            region = torch.where(data["label"][:, None], NO_REGION, data["regenerate"].long())
+            add("orm", prompts, finals, data["label"], data["critique"], region)
+        else:
+            add("orm", prompts, finals, data["label"])
+    if recipe == "prm":
+        prm_prompts = [data["prompts"][g] for g in data["prm_group"].tolist()]
+        add("prm", prm_prompts, data["prm_codes"].long(), data["prm_hits"] > 0)
+        add("prm", prompts, finals, data["label"])  # from the last step, the only continuation is the image
+    if recipe in ("parm", "parm++"):
+        for step in range(1, steps + 1):
+            clear = clarity_label(step, steps, clear_from, unclear_until)
+            if clear is None:
+                continue
+            add("clarity", prompts, previews[:, step - 1], torch.full((len(prompts),), clear))
+            if clear:
+                add("potential", prompts, previews[:, step - 1], data["label"])
+    return {"kind": out["kind"], "prompt": out["prompt"], "codes": torch.cat(out["codes"]),
+            "label": torch.cat(out["label"]), "critique": torch.cat(out["critique"]),
+            "regenerate": torch.cat(out["regenerate"])}
+
+
+def merge_examples(parts: list[dict]) -> dict:
+    return {key: (sum((p[key] for p in parts), []) if isinstance(parts[0][key], list) else
+                  torch.cat([p[key] for p in parts])) for key in parts[0]}
+
+
+def judge_loss(model: JudgeNet, kinds: torch.Tensor, text: torch.Tensor, codes: torch.Tensor, labels: torch.Tensor,
+               critique: torch.Tensor, regenerate: torch.Tensor) -> torch.Tensor:
+    """Answer cross-entropy, plus the reflection heads' losses where the example has targets."""
+    if not model.cfg.reflection:
+        return F.cross_entropy(model(kinds, text, codes), (~labels).long())  # class 0 = yes
+    answer, critique_logits, region = model.reflect(kinds, text, codes)
+    loss = F.cross_entropy(answer, (~labels).long())
+    has_critique = critique != NO_REGION
+    if has_critique.any():
+        loss = loss + F.cross_entropy(critique_logits[has_critique], critique[has_critique])
+    has_region = regenerate != NO_REGION
+    if has_region.any():
+        loss = loss + F.binary_cross_entropy_with_logits(region[has_region], regenerate[has_region].float())
+    return loss
+
+
+def finetune(args: argparse.Namespace) -> dict:
+    """Fine-tune ``args.init`` (the zero-shot ORM) on generated examples of ``args.recipe``."""
+    torch.manual_seed(args.seed)
+    base, text, tokenizer = load_judge(args.init)
+    cfg = JudgeNetConfig(**{**base.cfg.__dict__, "reflection": args.recipe == "parm++"})
+    model = JudgeNet(cfg)
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("critique.", "region.")) for k in missing), (missing, unexpected)
+    start = time.time()
+    examples = merge_examples([generated_examples(torch.load(path, weights_only=False), args.recipe,
+                                                  args.clear_from, args.unclear_until) for path in args.data])
+    kinds = torch.tensor([cfg.kinds.index(k) for k in examples["kind"]])
+    tokens = text.encode(examples["prompt"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(args.seed)
+    curve, n = [], len(kinds)
+    model.train()
+    for step in tqdm(range(args.steps), desc=f"judge {args.recipe}", mininterval=10):
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        batch = torch.randint(n, (args.batch_size,), generator=generator)
+        loss = judge_loss(model, kinds[batch], tokens[batch], examples["codes"][batch], examples["label"][batch],
+                          examples["critique"][batch], examples["regenerate"][batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 50 == 0 or step == args.steps - 1:
+            curve.append({"step": step, "loss": loss.item(), "seconds": time.time() - start})
+    counts = {kind: int(sum(k == kind for k in examples["kind"])) for kind in cfg.kinds}
+    log = {"recipe": args.recipe, "args": vars(args), "curve": curve, "train_seconds": time.time() - start,
+           "examples": counts, "train_accuracy": accuracy(model, kinds, tokens, examples["codes"], examples["label"])}
+    save_judge(args.out, model.eval(), text, tokenizer, log)
+    return log
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", choices=["orm_zs"], default="orm_zs")
-    parser.add_argument("--out", default="weights/shapes/judges/orm_zs")
+    parser.add_argument("--recipe", choices=["orm_zs", *FINETUNED], default="orm_zs")
+    parser.add_argument("--out", default=None, help="default: weights/shapes/judges/<recipe>")
     parser.add_argument("--tokenizer", default="weights/shapes/tokenizer")
-    parser.add_argument("--num-examples", type=int, default=60_000)
-    parser.add_argument("--eval-examples", type=int, default=4_000)
-    parser.add_argument("--steps", type=int, default=3_000)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-examples", type=int, default=30_000, help="orm_zs: rendered training examples")
+    parser.add_argument("--eval-examples", type=int, default=2_000, help="orm_zs: rendered held-out examples")
+    parser.add_argument("--init", default="weights/shapes/judges/orm_zs", help="fine-tuned recipes start here")
+    parser.add_argument("--data", nargs="+", default=["data/judges/mask_train.pt", "data/judges/raster_train.pt"],
+                        help="fine-tuned recipes: reward_models.judge_data files")
+    parser.add_argument("--clear-from", type=float, default=0.5, help="parm: clarity yes from this share of steps")
+    parser.add_argument("--unclear-until", type=float, default=0.4, help="parm: clarity no up to this share")
+    parser.add_argument("--steps", type=int, default=1_200)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.out = args.out or f"weights/shapes/judges/{args.recipe}"
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
-    log = train(parse_args(argv))
+    args = parse_args(argv)
+    log = train(args) if args.recipe == "orm_zs" else finetune(args)
     print(json.dumps({k: v for k, v in log.items() if k != "curve"}, indent=1))
 
 

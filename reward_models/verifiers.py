@@ -62,7 +62,9 @@ class ReflectiveJudge(YesNoJudge, Protocol):
 
 
 def is_reflective(judge: YesNoJudge) -> bool:
-    return callable(getattr(judge, "reflect", None))
+    """Whether ``judge`` can reflect; a judge class whose instances may lack the ability says so in
+    ``can_reflect`` (a shapes judge trained without reflection heads)."""
+    return callable(getattr(judge, "reflect", None)) and bool(getattr(judge, "can_reflect", True))
 
 
 def judge_config(reward: JudgeConfig, checkpoints: dict[str, str], policy: str) -> JudgeConfig:

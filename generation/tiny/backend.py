@@ -95,11 +95,13 @@ class TinyGenerator:
 
     @torch.inference_mode()
     def preview(self, canvas) -> torch.Tensor:
+        return self.decode(self.preview_codes(canvas))
+
+    def preview_codes(self, canvas) -> torch.Tensor:
+        """``long [B, N]`` codes ``preview`` decodes: the current full guess, unknown cells blank."""
         if self.cfg.order == "mask":
-            codes = torch.where(canvas.sampled == self.model.cfg.mask_id, BLANK_CODE, canvas.sampled)
-        else:
-            codes = torch.where(canvas.tokens < 0, BLANK_CODE, canvas.tokens)
-        return self.decode(codes)
+            return torch.where(canvas.sampled == self.model.cfg.mask_id, BLANK_CODE, canvas.sampled)
+        return torch.where(canvas.tokens < 0, BLANK_CODE, canvas.tokens)
 
     @torch.inference_mode()
     def finish(self, canvas) -> torch.Tensor:

@@ -1,0 +1,132 @@
+"""Test-time search cost on the shapes world: PARM against best-of-N, and the batched pipeline
+against an upstream-style loop.
+
+    python -m bench.search [--config configs/shapes.yaml] [--prompts 12] [--num-candidates 20] [--device cpu]
+
+1. **PARM vs best-of-N** at N candidates on the first ``--prompts`` prompts of the suite (one
+   image each, spread over the tags): generator forwards (candidate-rows times model forwards,
+   as the runner's traces count them), wall time per image, and GenEval of the kept images by
+   the evaluator. Best-of-N uses the fine-tuned ORM; PARM stops low-potential paths at once.
+2. **Batched vs upstream-style**, same generator and judge, same N candidates of the same
+   prompts: the runner's way (N rows of one canvas, one judge batch over the finals, images in
+   memory) against upstream's loop (one candidate at a time, each final written as a PNG,
+   read back, and judged alone: upstream orm.py/selector.py). Reports candidates/s of each.
+Both sides run in this process on the same weights; the ratios are the figures to compare.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import search
+from bench.generation import machine
+from config import load_config
+from geneval.oracle import GenEvalOracle
+from geneval.prompts import load_metadata
+from generation import build_generator
+from generation.base import run_to_end, seeded_generator
+from main import load_prompts
+from reward_models import build_judge, verifiers
+
+
+def spread(records: list[dict], count: int) -> list[int]:
+    """``count`` prompt indices taking the tags in turn (the suite is sorted by tag)."""
+    by_tag: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        by_tag.setdefault(record["tag"], []).append(index)
+    picked, queues = [], [list(q) for q in by_tag.values()]
+    while len(picked) < count and any(queues):
+        for queue in queues:
+            if queue and len(picked) < count:
+                picked.append(queue.pop(0))
+    return sorted(picked)
+
+
+def timed_policy(policy, generator, requests, seed: int) -> tuple[list, float, int]:
+    before, start = generator.num_forwards, time.perf_counter()
+    selections = policy(generator, requests, seed)
+    return selections, time.perf_counter() - start, generator.num_forwards - before
+
+
+def parm_vs_best_of_n(cfg, generator, requests, oracle, device) -> dict:
+    out = {}
+    policies = {"best-of-N (ORM ft)": search.FineTunedOrm(cfg, device), "PARM": search.Parm(cfg, device)}
+    for name, policy in policies.items():
+        selections, seconds, forwards = timed_policy(policy, generator, requests, cfg.run.seed)
+        images = torch.stack([s.image for s in selections])
+        correct = oracle.verdicts(images, [r.prompt for r in requests])
+        out[name] = {"forwards_per_image": forwards / len(requests), "seconds_per_image": seconds / len(requests),
+                     "accuracy": float(np.mean(correct))}
+    return out
+
+
+def upstream_style(generator, judge, requests, n: int, seed: int, folder: Path) -> list[int]:
+    """One candidate at a time, each final through a PNG file, one judge call per image; the picks."""
+    picks = []
+    for request in requests:
+        scores = []
+        for c in range(n):
+            image = run_to_end(generator, [request.prompt],
+                               [seeded_generator(seed, request.prompt_index, request.sample_index, c)])
+            path = folder / f"{request.prompt_index}_{c}.png"
+            Image.fromarray(image[0].permute(1, 2, 0).cpu().numpy()).save(path)
+            again = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None]
+            scores.append(verifiers.orm_scores(judge, again, [request.prompt]).item())
+        picks.append(int(np.argmax(scores)))
+    return picks
+
+
+def batched_vs_upstream(cfg, generator, requests, device) -> dict:
+    judge = build_judge(verifiers.judge_config(cfg.reward, cfg.reward_checkpoints, "orm_ft"), device)
+    policy = search.FineTunedOrm(cfg, device, judge=judge)
+    n = cfg.run.search_num
+    start = time.perf_counter()
+    policy(generator, requests, cfg.run.seed)
+    batched = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        upstream_style(generator, judge, requests, n, cfg.run.seed, Path(folder))
+        loop = time.perf_counter() - start
+    total = n * len(requests)
+    return {"batched_candidates_per_s": total / batched, "upstream_candidates_per_s": total / loop,
+            "speedup": loop / batched}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/shapes.yaml")
+    parser.add_argument("--prompts", type=int, default=12)
+    parser.add_argument("--num-candidates", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, [f"run.device={args.device}", f"run.search_num={args.num_candidates}"])
+    cfg = replace(cfg, run=replace(cfg.run, batch_size=max(cfg.run.batch_size, args.num_candidates)))
+    device = torch.device(args.device)
+    generator = build_generator(cfg.generation, device)
+    prompts, metadata = load_prompts(cfg.run.prompts_file), load_metadata(cfg.run.metadata_file)
+    requests = [search.ImageRequest(prompts[p], p, 0) for p in spread(metadata, args.prompts)]
+    oracle = GenEvalOracle(cfg.geneval, metadata, "cpu")
+    print(f"machine: {machine()}")
+    print(f"config: {args.config} ({cfg.generation.order} order), {len(requests)} prompts, N={args.num_candidates}")
+    costs = parm_vs_best_of_n(cfg, generator, requests, oracle, device)
+    base = costs["best-of-N (ORM ft)"]
+    print("| selection | generator forwards / image | s / image | GenEval accuracy of kept images |")
+    print("|---|---|---|---|")
+    for name, row in costs.items():
+        print(f"| {name} | {row['forwards_per_image']:.0f} ({row['forwards_per_image'] / base['forwards_per_image']:.2f}x)"
+              f" | {row['seconds_per_image']:.2f} ({row['seconds_per_image'] / base['seconds_per_image']:.2f}x)"
+              f" | {row['accuracy']:.3f} |")
+    speed = batched_vs_upstream(cfg, generator, requests, device)
+    print(f"batched pipeline {speed['batched_candidates_per_s']:.1f} candidates/s, upstream-style loop "
+          f"{speed['upstream_candidates_per_s']:.1f} candidates/s: {speed['speedup']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Accuracy of the shapes-world judges on held-out generated images.
+
+    python -m reward_models.judge_accuracy --data data/judges/mask_heldout.pt data/judges/raster_heldout.pt \\
+        --judges weights/shapes/judges/{orm_zs,orm_ft,prm,parm,parm++} --out docs/results/judges.json
+
+The held-out files come from ``reward_models.judge_data --suite heldout``: the evaluation suite's
+prompts, with seeds no evaluation run uses, labelled the way the training files are. Each judge
+is scored on the questions its recipe trains (the zero-shot ORM on the ORM question, as it is
+used): accuracy of the likelier answer against the label, with the share of "yes" labels as the
+base rate. A PARM++ judge is also scored on its reflection: the critique class of failing final
+images, and its flagged region against the evaluator-derived one (token accuracy and IoU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from reward_models.shapes_judge import CRITIQUES, JudgeNet, load_judge
+from reward_models.train_shapes_judge import generated_examples
+
+QUESTIONS = {"orm_zs": "orm_ft", "orm_ft": "orm_ft", "prm": "prm", "parm": "parm", "parm++": "parm++"}
+"""Judge recipe -> the recipe whose examples score it."""
+
+
+@torch.inference_mode()
+def predict(model: JudgeNet, kinds, text, codes, batch: int = 1024):
+    """``(answer logits, critique logits or None, region logits or None)`` over all examples."""
+    answers, critiques, regions = [], [], []
+    for start in range(0, len(kinds), batch):
+        part = slice(start, start + batch)
+        if model.cfg.reflection:
+            answer, critique, region = model.reflect(kinds[part], text[part], codes[part])
+            critiques.append(critique)
+            regions.append(region)
+        else:
+            answer = model(kinds[part], text[part], codes[part])
+        answers.append(answer)
+    return (torch.cat(answers), torch.cat(critiques) if critiques else None,
+            torch.cat(regions) if regions else None)
+
+
+def score_judge(folder: str, data: dict) -> dict:
+    model, text, _ = load_judge(folder)
+    log = json.loads((Path(folder) / "train_log.json").read_text())
+    recipe, args = log["recipe"], log["args"]
+    examples = generated_examples(data, QUESTIONS[recipe], args.get("clear_from", 0.5), args.get("unclear_until", 0.4))
+    kinds = torch.tensor([model.cfg.kinds.index(k) for k in examples["kind"]])
+    answer, critique, region = predict(model, kinds, text.encode(examples["prompt"]), examples["codes"])
+    said_yes = answer.argmax(-1) == 0
+    result = {"recipe": recipe}
+    for kind in dict.fromkeys(examples["kind"]):
+        rows = torch.tensor([k == kind for k in examples["kind"]])
+        labels = examples["label"][rows]
+        result[kind] = {"accuracy": float((said_yes[rows] == labels).float().mean()), "n": int(rows.sum()),
+                        "yes_share": float(labels.float().mean())}
+    if critique is not None:
+        failing = (examples["critique"] > 0)  # finals the evaluator failed (class 0 is "ok")
+        truth = examples["regenerate"][failing].bool()
+        flagged = region[failing] > 0
+        union = (truth | flagged).sum(1).clamp(min=1)
+        result["reflection"] = {
+            "critique_accuracy": float((critique[failing].argmax(-1) == examples["critique"][failing]).float().mean()),
+            "region_token_accuracy": float((flagged == truth).float().mean()),
+            "region_iou": float(((truth & flagged).sum(1) / union).mean()), "n": int(failing.sum()),
+            "critiques": list(CRITIQUES)}
+    return result
+
+
+def markdown(results: dict[str, dict[str, dict]]) -> str:
+    """One row per (judge, decoding order): accuracy per question with the yes-share in brackets."""
+    kinds = ["orm", "prm", "clarity", "potential"]
+    lines = ["| Judge | Order | " + " | ".join(f"{k} acc. (yes share)" for k in kinds)
+             + " | critique acc. | region IoU |", "|" + "---|" * (len(kinds) + 4)]
+    for judge, by_order in results.items():
+        for order, result in by_order.items():
+            cells = [f"{result[k]['accuracy']:.3f} ({result[k]['yes_share']:.2f})" if k in result else "-"
+                     for k in kinds]
+            reflection = result.get("reflection")
+            extra = [f"{reflection['critique_accuracy']:.3f}", f"{reflection['region_iou']:.3f}"] if reflection \
+                else ["-", "-"]
+            lines.append(f"| {judge} | {order} | " + " | ".join(cells + extra) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", nargs="+", required=True, help="held-out reward_models.judge_data files")
+    parser.add_argument("--judges", nargs="+", required=True, help="judge folders")
+    parser.add_argument("--out", default=None, help="also write the numbers here (JSON)")
+    args = parser.parse_args(argv)
+    files = [torch.load(path, weights_only=False) for path in args.data]
+    if any(data["args"]["suite"] != "heldout" for data in files):
+        print("judge_accuracy: error: --data must be held-out files (judge_data --suite heldout)", file=sys.stderr)
+        return 2
+    results = {Path(folder).name: {data["order"]: score_judge(folder, data) for data in files}
+               for folder in args.judges}
+    print(markdown(results))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Reproduce the shipped shapes-world judges (weights/shapes/judges/) and their held-out accuracy.
+#   bash scripts/train_shapes_judges.sh
+# 1. zero-shot ORM on rendered scenes with matching and perturbed captions (never a generated image),
+# 2. labelled generations of the shipped generator, both decoding orders: training-pool prompts for
+#    training, the evaluation prompts (other seeds) for the accuracy report (reward_models/judge_data.py),
+# 3. ORM ft, PRM, PARM and PARM++ fine-tuned from the zero-shot ORM on them,
+# 4. accuracy of every judge on the held-out generations (docs/results/judges.json).
+# Every step is seeded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+J=weights/shapes/judges
+D=data/judges
+$PY -m reward_models.train_shapes_judge --recipe orm_zs --num-examples 30000 --eval-examples 2000 --steps 1200 \
+    --batch-size 128 --out $J/orm_zs
+for order in mask raster; do
+  $PY -m reward_models.judge_data --order $order --suite train --groups 320 --prm-groups 80 --out $D/${order}_train.pt
+  $PY -m reward_models.judge_data --order $order --suite heldout --candidates 4 --prm-groups 73 --prm-rows 1 \
+      --out $D/${order}_heldout.pt
+done
+for recipe in orm_ft prm parm parm++; do
+  $PY -m reward_models.train_shapes_judge --recipe $recipe --init $J/orm_zs --data $D/mask_train.pt $D/raster_train.pt \
+      --steps 500 --batch-size 128 --lr 5e-4 --out "$J/$recipe"
+done
+$PY -m reward_models.judge_accuracy --data $D/mask_heldout.pt $D/raster_heldout.pt \
+    --judges $J/orm_zs $J/orm_ft $J/prm $J/parm "$J/parm++" --out docs/results/judges.json
