@@ -12,8 +12,9 @@ small scale, with the shapes evaluator (detector + GenEval rules) as the labelle
   the path's final verdict (paper: steps "after 11" of 18 clear, "before 10" unclear; potential
   = the path's final ORM label); ``train_shapes_judge`` applies both when it reads this file.
 - **PRM** (Math-Shepherd style, paper section 3.2): the preview after step ``k`` of ``prm_rows``
-  paths of the first ``prm_groups`` prompts is labelled yes iff any of ``continuations`` (paper:
-  4) fresh continuations from that exact state ends correct. ``prm_hits`` keeps the count.
+  paths of ``prm_groups`` prompts (evenly spread over the list) is labelled yes iff any of
+  ``continuations`` (paper: 4) fresh continuations from that exact state ends correct.
+  ``prm_hits`` keeps the count.
 - **reflection** (PARM++): for every final image, the image tokens a correction should decode
   again and a critique category (``reward_models.shapes_judge.CRITIQUES``), derived from the
   evaluator's detections by ``reflection_target``. Paper PARM++ has GPT-4o write the critiques;
@@ -23,7 +24,8 @@ Codes are stored rather than pictures: the preview of codes ``c`` is ``decode(c)
 judges' patch tokenizer reads a decoded cell back as the same code (``tests/test_judge_data.py``
 checks it), so training on codes is training on the pictures the judge sees at run time.
 
-Suites: ``train`` draws prompts from the training pool (never an evaluation prompt);
+Suites: ``train`` draws prompts from the training pool (never an evaluation prompt), the same
+number from every tag;
 ``heldout`` uses the evaluation suite's prompts with seeds the evaluation runs never use, only
 for reporting judge accuracy.
 """
@@ -135,6 +137,7 @@ def generate(generator: TinyGenerator, records: list[dict], args: argparse.Names
     rules, seed = RuleConfig(), SUITE_SEEDS[args.suite] + args.seed
     steps = generator.num_steps
     prm_steps = set(range(args.prm_first, steps, args.prm_every))
+    prm_groups = set(range(0, len(records), max(1, len(records) // max(args.prm_groups, 1)))[:args.prm_groups])
     out = {key: [] for key in ("traj_group", "previews", "label", "critique", "regenerate",
                                "prm_group", "prm_step", "prm_codes", "prm_hits")}
     batches = range(0, len(records), args.groups_per_batch)
@@ -149,7 +152,7 @@ def generate(generator: TinyGenerator, records: list[dict], args: argparse.Names
             canvas = generator.step(canvas)
             previews.append(generator.preview_codes(canvas).cpu())
             if canvas.step_index in prm_steps and canvas.step_index < steps:
-                rows = [i for i, g in enumerate(groups) if g < args.prm_groups and i % args.candidates < args.prm_rows]
+                rows = [i for i, g in enumerate(groups) if g in prm_groups and i % args.candidates < args.prm_rows]
                 if rows:
                     hits = continuation_hits(generator, canvas, rows, rows_records, canvas.step_index,
                                              args.continuations, seed, groups, rules)
@@ -177,12 +180,27 @@ def generate(generator: TinyGenerator, records: list[dict], args: argparse.Names
 
 
 def pick_records(suite: str, groups: int, seed: int) -> list[dict]:
-    """``groups`` prompts of the suite: all of them, or a seeded sample without repeats."""
+    """``groups`` prompts of the suite, seeded.
+
+    ``heldout``: all of them (or a sample without repeats). ``train``: the same number from every
+    tag, since the pool is mostly colour-attribute prompts (its combinatorics) and a judge must
+    see every kind of clause; a tag with fewer prompts than its share repeats some (with other
+    seeds, as every group has its own).
+    """
     records = load_metadata(SUITES[suite])
-    if groups >= len(records):
-        return records
-    order = np.random.default_rng(seed).permutation(len(records))[:groups]
-    return [records[i] for i in sorted(order)]
+    rng = np.random.default_rng(seed)
+    if suite != "train":
+        return records if groups >= len(records) else [records[i] for i in sorted(rng.permutation(len(records))[:groups])]
+    by_tag: dict[str, list[dict]] = {}
+    for record in records:
+        by_tag.setdefault(record["tag"], []).append(record)
+    picked = []
+    for index, tag_records in enumerate(by_tag.values()):
+        share = groups // len(by_tag) + (index < groups % len(by_tag))
+        order = rng.permutation(len(tag_records))
+        picks = [order[i % len(order)] if i < len(order) else rng.integers(len(order)) for i in range(share)]
+        picked += [tag_records[i] for i in picks]
+    return picked
 
 
 def save_atomically(data: dict, path: Path) -> None:
@@ -199,7 +217,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--groups", type=int, default=320, help="prompts (all of the suite if larger)")
     parser.add_argument("--candidates", type=int, default=8, help="paths per prompt")
     parser.add_argument("--groups-per-batch", type=int, default=4)
-    parser.add_argument("--prm-groups", type=int, default=100, help="the first this many prompts get PRM labels")
+    parser.add_argument("--prm-groups", type=int, default=100, help="this many prompts, evenly spread over the "
+                        "list (so over the tags), get PRM labels")
     parser.add_argument("--prm-rows", type=int, default=2, help="paths per prompt that get PRM labels")
     parser.add_argument("--prm-first", type=int, default=2, help="first step with PRM labels")
     parser.add_argument("--prm-every", type=int, default=2, help="PRM labels every this many steps")

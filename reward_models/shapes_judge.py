@@ -52,6 +52,10 @@ class JudgeNetConfig:
     """Question kinds the model has an embedding for, in id order."""
     reflection: bool = False
     """PARM++ heads: a critique class (``CRITIQUES``) and a per-token "regenerate" logit."""
+    patch_pixels: int = 0
+    """When > 0, every image code is also embedded from its codebook patch (``patch_pixels`` pixel
+    values, a buffer filled by ``set_patches``) through a linear map, so the colours and shape
+    fragments of the codes are known from the first step instead of learned one code at a time."""
 
 
 class JudgeNet(nn.Module):
@@ -62,6 +66,9 @@ class JudgeNet(nn.Module):
         self.kind_embed = nn.Embedding(len(cfg.kinds), d)
         self.text_embed = nn.Embedding(cfg.text_vocab_size, d)
         self.image_embed = nn.Embedding(cfg.codebook_size, d)
+        if cfg.patch_pixels:
+            self.register_buffer("patches", torch.zeros(cfg.codebook_size, cfg.patch_pixels))
+            self.patch_embed = nn.Linear(cfg.patch_pixels, d)
         self.pos_embed = nn.Parameter(torch.randn(1 + cfg.max_text_len + cfg.num_image_tokens, d) * 0.02)
         layer = nn.TransformerEncoderLayer(d, cfg.num_heads, 4 * d, dropout=0.0, activation="gelu",
                                            batch_first=True, norm_first=True)
@@ -75,8 +82,18 @@ class JudgeNet(nn.Module):
             self.region = nn.Linear(d, 1)
             """"Regenerate this token" logit, read at each image position."""
 
+    def set_patches(self, codebook: torch.Tensor) -> None:
+        """Fill the patch buffer from a tokenizer codebook (``[K, pixels]``, values 0-255)."""
+        self.patches.copy_(codebook / 127.5 - 1.0)
+
+    def embed_image(self, codes: torch.Tensor) -> torch.Tensor:
+        image = self.image_embed(codes)
+        if self.cfg.patch_pixels:
+            image = image + self.patch_embed(self.patches[codes])
+        return image
+
     def hidden(self, kinds: torch.Tensor, text: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.kind_embed(kinds)[:, None], self.text_embed(text), self.image_embed(codes)], 1)
+        x = torch.cat([self.kind_embed(kinds)[:, None], self.text_embed(text), self.embed_image(codes)], 1)
         return self.norm(self.encoder(x + self.pos_embed))
 
     def forward(self, kinds: torch.Tensor, text: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

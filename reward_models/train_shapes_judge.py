@@ -156,10 +156,12 @@ def train(args: argparse.Namespace) -> dict:
     held_captions, held_images, held_labels = build_examples(eval_records, None, args.eval_examples, args.seed + 1)
     codes, held_codes = tokenizer.encode(images), tokenizer.encode(held_images)
     tokens, held_tokens = text.encode(captions), text.encode(held_captions)
-    cfg = JudgeNetConfig(text_vocab_size=len(text), codebook_size=tokenizer.cfg.codebook_size)
+    cfg = JudgeNetConfig(text_vocab_size=len(text), codebook_size=tokenizer.cfg.codebook_size,
+                         patch_pixels=tokenizer.codebook.shape[1])
     kind = cfg.kinds.index("orm")
     kinds, held_kinds = torch.full((len(labels),), kind), torch.full((len(held_labels),), kind)
     model = JudgeNet(cfg)
+    model.set_patches(tokenizer.codebook)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed)
     curve = []
