@@ -39,6 +39,10 @@ with the ``reward:`` settings):
   as the fallback (one row at most): it is dropped as soon as a lower one is stopped (that one
   runs on instead) or a path survives. The kept image is therefore the one ``prune=false``
   keeps, with fewer generator forwards.
+- ``oracle``: best-of-N picked by the GenEval evaluator itself (``geneval/oracle.py``): the upper
+  bound of any verifier among the same N paths (the first correct candidate, else candidate 0).
+  Not a method of the paper; the shapes-world Table 1 reports it to show how much of the
+  possible gain each verifier realises.
 - ``parm++``: PARM, then reflection (paper section 5) on the chosen image: the reflection
   verdict; on "no" the judge's critique and region (``ReflectiveJudge.reflect``), the region's
   tokens decoded again (``generation/refine.py``) and a new verdict, for at most
@@ -272,6 +276,20 @@ class FineTunedOrm(ZeroShotOrm):
     """``orm_ft``: the same best-of-N with the fine-tuned ORM checkpoint (paper section 3.2)."""
 
     name = "orm_ft"
+
+
+class OracleBestOfN(ZeroShotOrm):
+    """``oracle``: the same best-of-N with the GenEval evaluator as the judge (module docstring)."""
+
+    name = "oracle"
+
+    def __init__(self, cfg: Config, device: torch.device, judge: YesNoJudge | None = None):
+        from distributed import env_ranks, resolve_device
+        from geneval.oracle import GenEvalOracle
+
+        self.num_candidates = cfg.run.search_num
+        self.judge = judge or GenEvalOracle.from_files(
+            cfg.geneval, cfg.run.metadata_file, resolve_device(cfg.geneval.device, env_ranks()[2]))
 
 
 # ----------------------------------------------------------------------------
@@ -513,7 +531,7 @@ class ParmPlusPlus(Parm):
 
 
 POLICIES: dict[str, type] = {"none": PlainDecoding, "orm_zs": ZeroShotOrm, "orm_ft": FineTunedOrm,
-                             "prm": StepSearch, "parm": Parm, "parm++": ParmPlusPlus}
+                             "prm": StepSearch, "parm": Parm, "parm++": ParmPlusPlus, "oracle": OracleBestOfN}
 """``run.reward_model`` name -> policy class, constructed as ``cls(cfg, device)``."""
 
 
