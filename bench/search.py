@@ -1,7 +1,8 @@
 """Test-time search cost on the shapes world: PARM against best-of-N, and the batched pipeline
 against an upstream-style loop.
 
-    python -m bench.search [--config configs/shapes.yaml] [--prompts 12] [--num-candidates 20] [--device cpu]
+    python -m bench.search [--config configs/shapes.yaml] [--prompts 12] [--num-candidates 20] [--device cpu] \
+        [key=value ...]
 
 1. **PARM vs best-of-N** at N candidates on the first ``--prompts`` prompts of the suite (one
    image each, spread over the tags): generator forwards (candidate-rows times model forwards,
@@ -77,7 +78,7 @@ def upstream_style(generator, judge, requests, n: int, seed: int, folder: Path) 
                                [seeded_generator(seed, request.prompt_index, request.sample_index, c)])
             path = folder / f"{request.prompt_index}_{c}.png"
             Image.fromarray(image[0].permute(1, 2, 0).cpu().numpy()).save(path)
-            again = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None]
+            again = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None]
             scores.append(verifiers.orm_scores(judge, again, [request.prompt]).item())
         picks.append(int(np.argmax(scores)))
     return picks
@@ -99,14 +100,28 @@ def batched_vs_upstream(cfg, generator, requests, device) -> dict:
             "speedup": loop / batched}
 
 
+def print_costs(costs: dict) -> None:
+    base = costs["best-of-N (ORM ft)"]
+    print("| selection | generator forwards / image | s / image | GenEval accuracy of kept images |")
+    print("|---|---|---|---|")
+    for name, row in costs.items():
+        print(f"| {name} | {row['forwards_per_image']:.0f} ({row['forwards_per_image'] / base['forwards_per_image']:.2f}x)"
+              f" | {row['seconds_per_image']:.2f} ({row['seconds_per_image'] / base['seconds_per_image']:.2f}x)"
+              f" | {row['accuracy']:.3f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/shapes.yaml")
     parser.add_argument("--prompts", type=int, default=12)
     parser.add_argument("--num-candidates", type=int, default=20)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--speed-only", action="store_true", help="only part 2 (any judge weights of the "
+                        "right architecture time the same)")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, [f"run.device={args.device}", f"run.search_num={args.num_candidates}"])
+    cfg = load_config(args.config, [f"run.device={args.device}", f"run.search_num={args.num_candidates}",
+                                    *args.overrides])
     cfg = replace(cfg, run=replace(cfg.run, batch_size=max(cfg.run.batch_size, args.num_candidates)))
     device = torch.device(args.device)
     generator = build_generator(cfg.generation, device)
@@ -115,14 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     oracle = GenEvalOracle(cfg.geneval, metadata, "cpu")
     print(f"machine: {machine()}")
     print(f"config: {args.config} ({cfg.generation.order} order), {len(requests)} prompts, N={args.num_candidates}")
-    costs = parm_vs_best_of_n(cfg, generator, requests, oracle, device)
-    base = costs["best-of-N (ORM ft)"]
-    print("| selection | generator forwards / image | s / image | GenEval accuracy of kept images |")
-    print("|---|---|---|---|")
-    for name, row in costs.items():
-        print(f"| {name} | {row['forwards_per_image']:.0f} ({row['forwards_per_image'] / base['forwards_per_image']:.2f}x)"
-              f" | {row['seconds_per_image']:.2f} ({row['seconds_per_image'] / base['seconds_per_image']:.2f}x)"
-              f" | {row['accuracy']:.3f} |")
+    if not args.speed_only:
+        print_costs(parm_vs_best_of_n(cfg, generator, requests, oracle, device))
     speed = batched_vs_upstream(cfg, generator, requests, device)
     print(f"batched pipeline {speed['batched_candidates_per_s']:.1f} candidates/s, upstream-style loop "
           f"{speed['upstream_candidates_per_s']:.1f} candidates/s: {speed['speedup']:.1f}x")

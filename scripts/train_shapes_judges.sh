@@ -13,18 +13,18 @@ PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 J=weights/shapes/judges
 D=data/judges
-$PY -m reward_models.train_shapes_judge --recipe orm_zs --num-examples 30000 --eval-examples 2000 --steps 700 \
+$PY -m reward_models.train_shapes_judge --recipe orm_zs --num-examples 30000 --eval-examples 2000 --steps 900 \
     --batch-size 128 --out $J/orm_zs
 for order in mask raster; do
   $PY -m reward_models.judge_data --order $order --suite train --groups 320 --prm-groups 80 --out $D/${order}_train.pt
   $PY -m reward_models.judge_data --order $order --suite heldout --candidates 4 --prm-groups 73 --prm-rows 1 \
       --out $D/${order}_heldout.pt
 done
-# steps per recipe: about one pass over PARM's examples; the ORM/PRM sets are smaller (5-7K examples)
-for spec in orm_ft:300 prm:300 parm:500 parm++:500; do
-  recipe=${spec%%:*}
+# steps and learning rate per recipe: the ORM/PRM sets are small (5-7K examples), PARM's large (85K)
+for spec in orm_ft:500:5e-4 prm:400:5e-4 parm:700:1e-3 parm++:700:1e-3; do
+  IFS=: read -r recipe steps lr <<< "$spec"
   $PY -m reward_models.train_shapes_judge --recipe "$recipe" --init $J/orm_zs --data $D/mask_train.pt \
-      $D/raster_train.pt --steps "${spec##*:}" --batch-size 128 --lr 5e-4 --out "$J/$recipe"
+      $D/raster_train.pt --steps "$steps" --batch-size 128 --lr "$lr" --out "$J/$recipe"
 done
 $PY -m reward_models.judge_accuracy --data $D/mask_heldout.pt $D/raster_heldout.pt \
     --judges $J/orm_zs $J/orm_ft $J/prm $J/parm "$J/parm++" --out docs/results/judges.json
