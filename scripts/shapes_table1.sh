@@ -13,6 +13,7 @@ PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 EVAL_NUM=${EVAL_NUM:-1}
 N=${N:-20}
+BATCH=${BATCH:-80}           # generator rows per policy call (results do not depend on it)
 OUT=${OUT:-outputs/table1}
 ORDERS=${ORDERS:-mask raster}
 for order in $ORDERS; do
@@ -20,7 +21,7 @@ for order in $ORDERS; do
   [ "$order" = raster ] && config=configs/shapes_raster.yaml
   for policy in none orm_zs orm_ft prm parm parm++ oracle; do
     $PY main.py --config $config --reward_model $policy --eval_num "$EVAL_NUM" --search_num "$N" \
-        --outdir "$OUT/$order/$policy"
+        --batch_size "$BATCH" --outdir "$OUT/$order/$policy"
   done
   $PY -m geneval.compare "no verifier=$OUT/$order/none" "ORM zero-shot=$OUT/$order/orm_zs" \
       "ORM fine-tuned=$OUT/$order/orm_ft" "PRM=$OUT/$order/prm" "PARM=$OUT/$order/parm" \
@@ -29,5 +30,5 @@ for order in $ORDERS; do
       | tee docs/results/table1_$order.md
   $PY -m scripts.n_curve --config $config --eval-num "$EVAL_NUM" --n 1 2 4 8 16 "$N" \
       --out docs/results/n_curve_$order.json --plot docs/n_curve_$order.png --sheets docs/candidates/$order \
-      --num-sheets 8 ${PRM_CURVE:+--prm}
+      --num-sheets 8 ${PRM_CURVE:+--prm} run.batch_size="$BATCH"
 done
