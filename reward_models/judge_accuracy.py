@@ -7,7 +7,8 @@ The held-out files come from ``reward_models.judge_data --suite heldout``: the e
 prompts, with seeds no evaluation run uses, labelled the way the training files are. Each judge
 is scored on the questions its recipe trains (the zero-shot ORM on the ORM question, as it is
 used): accuracy of the likelier answer against the label, with the share of "yes" labels as the
-base rate. A PARM++ judge is also scored on its reflection: the critique class of failing final
+base rate; and on what best-of-N rests on: how often a correct final outranks a wrong final of the
+same prompt (within-prompt ranking accuracy; 0.5 = chance). A PARM++ judge is also scored on its reflection: the critique class of failing final
 images, and its flagged region against the evaluator-derived one (token accuracy and IoU).
 """
 from __future__ import annotations
@@ -43,6 +44,26 @@ def predict(model: JudgeNet, kinds, text, codes, batch: int = 1024):
             torch.cat(regions) if regions else None)
 
 
+@torch.inference_mode()
+def ranking_accuracy(model: JudgeNet, text, data: dict, kind: str) -> dict:
+    """How often a correct final outranks a wrong final *of the same prompt* (ties count half).
+
+    Best-of-N only compares candidates of one prompt, so this, not the plain accuracy (which a judge
+    can earn from the prompt alone: some prompts are usually failed), is what selection rests on.
+    """
+    groups, labels = data["traj_group"], data["label"]
+    kinds = torch.full((len(groups),), model.cfg.kinds.index(kind))
+    prompts = text.encode([data["prompts"][g] for g in groups.tolist()])
+    p_yes = model(kinds, prompts, data["previews"][:, -1].long()).softmax(-1)[:, 0]
+    wins, pairs = 0.0, 0
+    for group in groups.unique():
+        rows = groups == group
+        good, bad = p_yes[rows & labels], p_yes[rows & ~labels]
+        wins += float((good[:, None] > bad[None]).sum() + 0.5 * (good[:, None] == bad[None]).sum())
+        pairs += len(good) * len(bad)
+    return {"accuracy": wins / pairs if pairs else float("nan"), "pairs": pairs}
+
+
 def score_judge(folder: str, data: dict) -> dict:
     model, text, _ = load_judge(folder)
     log = json.loads((Path(folder) / "train_log.json").read_text())
@@ -57,6 +78,7 @@ def score_judge(folder: str, data: dict) -> dict:
         labels = examples["label"][rows]
         result[kind] = {"accuracy": float((said_yes[rows] == labels).float().mean()), "n": int(rows.sum()),
                         "yes_share": float(labels.float().mean())}
+    result["ranking"] = ranking_accuracy(model, text, data, "prm" if recipe == "prm" else "orm")
     if critique is not None:
         failing = (examples["critique"] > 0)  # finals the evaluator failed (class 0 is "ok")
         truth = examples["regenerate"][failing].bool()
@@ -74,7 +96,7 @@ def markdown(results: dict[str, dict[str, dict]]) -> str:
     """One row per (judge, decoding order): accuracy per question with the yes-share in brackets."""
     kinds = ["orm", "prm", "clarity", "potential"]
     lines = ["| Judge | Order | " + " | ".join(f"{k} acc. (yes share)" for k in kinds)
-             + " | critique acc. | region IoU |", "|" + "---|" * (len(kinds) + 4)]
+             + " | within-prompt ranking acc. | critique acc. | region IoU |", "|" + "---|" * (len(kinds) + 5)]
     for judge, by_order in results.items():
         for order, result in by_order.items():
             cells = [f"{result[k]['accuracy']:.3f} ({result[k]['yes_share']:.2f})" if k in result else "-"
@@ -82,7 +104,8 @@ def markdown(results: dict[str, dict[str, dict]]) -> str:
             reflection = result.get("reflection")
             extra = [f"{reflection['critique_accuracy']:.3f}", f"{reflection['region_iou']:.3f}"] if reflection \
                 else ["-", "-"]
-            lines.append(f"| {judge} | {order} | " + " | ".join(cells + extra) + " |")
+            ranking = f"{result['ranking']['accuracy']:.3f} ({result['ranking']['pairs']} pairs)"
+            lines.append(f"| {judge} | {order} | " + " | ".join(cells + [ranking] + extra) + " |")
     return "\n".join(lines)
 
 

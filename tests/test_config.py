@@ -32,7 +32,8 @@ def test_shapes_preset_points_at_the_shapes_world():
     assert (cfg.generation.backend, cfg.generation.weights, cfg.generation.order) == ("tiny", "weights/shapes", "mask")
     assert (cfg.geneval.detector, cfg.run.device, cfg.run.outdir) == ("shapes", "cpu", "outputs/shapes")
     assert (REPO / cfg.run.prompts_file).is_file() and (REPO / cfg.run.metadata_file).is_file()
-    assert cfg.dpo_checkpoints == {}
+    assert cfg.dpo_checkpoints == {name: f"weights/shapes/dpo/{name}" for name in ("dpo", "dpo_iter",
+                                                                                  "dpo_iter_parm_gudie")}
 
 
 def test_layers_yaml_then_flags_then_overrides(tmp_path):

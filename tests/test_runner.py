@@ -191,8 +191,9 @@ BAD_INPUTS = {
     "mismatch": ([], "line 3: prompt 'a photo of a star' differs from the metadata prompt"),
     "short": ([], "line 4: 3 prompts but 4 metadata records"),
     "reward_model": (["--reward_model", "bogus"],
-                     "unknown --reward_model 'bogus'; valid: ['none', 'orm_ft', 'orm_zs', 'parm', 'parm++', 'prm']"),
-    "dpo_name": (["--dpo_model", "dpo"], "--dpo_model 'dpo' is neither a checkpoint of this preset (it has: none"),
+                     "unknown --reward_model 'bogus'; valid: ['none', 'oracle', 'orm_ft', 'orm_zs', 'parm', 'parm++', 'prm']"),
+    "dpo_name": (["--dpo_model", "bogus"], "--dpo_model 'bogus' is neither a checkpoint of this preset (it has: "
+                 "['dpo', 'dpo_iter', 'dpo_iter_parm_gudie']"),
     "backend": (["generation.backend=sdxl"], f"unknown generation.backend 'sdxl'; valid: {sorted(GENERATORS)}"),
     "showo": (["generation.backend=showo"], "the Show-o backend is not available in this version"),
     "unknown_key": (["run.eval_nums=3"], "unknown config key 'run.eval_nums'"),
@@ -223,7 +224,7 @@ def test_bad_input_exits_2_and_touches_nothing(case, root, reference, weights, s
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--reward_model", "orm_zs"], "no reward_checkpoints entry 'orm_zs'"),
+    (["--reward_model", "orm_zs", "reward_checkpoints.orm_zs=/no/such/judge"], "no shapes judge at /no/such/judge"),
     (["generation.weights=/no/such/folder"], "no shapes-world generator at /no/such/folder"),
 ])
 def test_bad_input_creates_no_outdir(root, weights, suite, capsys, extra, message):

@@ -1,0 +1,54 @@
+"""The shipped shapes judges: they load through the presets, answer their questions, and the seed-style
+commands ``--reward_model orm_zs|orm_ft|prm|parm|parm++`` run on the shapes preset."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import main as runner
+from config import load_config
+from reward_models import Question, build_judge, verifiers
+
+REPO = Path(__file__).resolve().parents[1]
+KINDS = {"orm_zs": ["orm"], "orm_ft": ["orm"], "prm": ["prm", "orm"], "parm": ["clarity", "potential", "orm"],
+         "parm++": ["clarity", "potential", "orm"]}
+
+
+@pytest.mark.parametrize("preset", ["configs/shapes.yaml", "configs/shapes_raster.yaml"])
+def test_presets_point_at_the_shipped_judges(preset):
+    cfg = load_config(REPO / preset)
+    assert cfg.reward.backend == "shapes" and set(cfg.reward_checkpoints) == set(KINDS)
+    for name in KINDS:
+        assert (REPO / cfg.reward_checkpoints[name] / "config.json").is_file(), name
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_shipped_judge_answers_its_questions(name):
+    cfg = load_config(REPO / "configs/shapes.yaml")
+    judge = build_judge(verifiers.judge_config(cfg.reward, cfg.reward_checkpoints, name), "cpu")
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    for kind in KINDS[name]:
+        p_yes, p_no = judge.yes_no_probs(images, [Question(kind, "a photo of a red circle")] * 2)
+        assert torch.allclose(p_yes + p_no, torch.ones(2)) and ((p_yes > 0) & (p_yes < 1)).all()
+    assert verifiers.is_reflective(judge) == (name == "parm++")
+    log = json.loads((REPO / cfg.reward_checkpoints[name] / "train_log.json").read_text())
+    assert log["recipe"] == name
+
+
+@pytest.mark.parametrize("policy", ["orm_zs", "orm_ft", "prm", "parm", "parm++"])
+def test_seed_style_command_runs_on_the_shapes_preset(policy, tmp_path):
+    shapes = REPO / "geneval" / "prompts" / "shapes"
+    records = [json.loads(line) for line in (shapes / "evaluation_metadata.jsonl").read_text().splitlines()[::40]]
+    prompts_file, metadata_file = tmp_path / "prompts.txt", tmp_path / "metadata.jsonl"
+    prompts_file.write_text("".join(r["prompt"] + "\n" for r in records))
+    metadata_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    outdir = tmp_path / "out"
+    assert runner.main(["--config", str(REPO / "configs/shapes.yaml"), "--prompts_file", str(prompts_file),
+                        "--metadata_file", str(metadata_file), "--reward_model", policy, "--eval_num", "1",
+                        "--search_num", "3", "--generation_timesteps", "4", "--outdir", str(outdir)]) == 0
+    assert len((outdir / "results.jsonl").read_text().splitlines()) == len(records)
+    trace = [json.loads(line) for line in (outdir / "00000" / "trace" / "0000.jsonl").read_text().splitlines()]
+    assert sum(t["chosen"] for t in trace) == 1 and all(t["judge_calls"] >= 1 for t in trace)
