@@ -15,7 +15,7 @@ the policy and the reference: the margin then compares the two images under iden
 (``pair_logprobs``). Upstream also adds the ``<|eoi|>`` position to the sum; it is not an image
 token, so it is left out here.
 
-Raster models (Janus, the tiny generator in ``order=raster``) get the exact teacher-forced
+Raster models (Janus, LlamaGen, the tiny generator in ``order=raster``) get the exact teacher-forced
 sequence log-likelihood; only the text dropout of the draw applies to them.
 
 Every scorer returns ``(logp [B], counts [B])``: the summed log-probability and the number of
@@ -146,8 +146,9 @@ def showo_masked_logprob(generator, text: torch.Tensor, codes: torch.Tensor,
     return masked_token_logprob(logits, codes, masked)
 
 
-# -- Janus (generation/janus.py) -------------------------------------------------------------------
-def janus_logprob(generator, prompts: list[str], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact sequence log-likelihood (``JanusGenerator.sequence_logprob``) and the token counts."""
+# -- Janus-Pro and LlamaGen (generation/janus.py, generation/llamagen.py) --------------------------
+def raster_backend_logprob(generator, prompts: list[str], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact sequence log-likelihood of a raster backend that has ``sequence_logprob(prompts, tokens)``
+    (Janus-Pro: ``generation/janus.py``; LlamaGen: ``generation/llamagen.py``) and the token counts."""
     logp = generator.sequence_logprob(prompts, tokens)
     return logp, torch.full((len(tokens),), tokens.shape[1], device=logp.device)

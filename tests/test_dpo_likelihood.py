@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from dpo.likelihood import MaskDraw, draw_masks, draw_text_dropout, janus_logprob, mask_ratio, \
+from dpo.likelihood import MaskDraw, draw_masks, draw_text_dropout, raster_backend_logprob, mask_ratio, \
     masked_token_logprob, pair_logprobs, showo_masked_logprob, showo_text_ids, tiny_masked_logprob, \
     tiny_raster_logprob
 from generation.tiny.model import TinyT2I
@@ -152,15 +152,15 @@ def test_showo_masked_logprob_flat_head_and_gradients(showo):
     assert flat.tolist() == pytest.approx([-3 * math.log(16), -7 * math.log(16)], rel=1e-5)
 
 
-def test_janus_logprob_is_the_exact_sequence_likelihood(tmp_path):
+def test_raster_backend_logprob_is_the_exact_sequence_likelihood(tmp_path):
     gen = make(make_tiny_janus(tmp_path / "janus"))
     tokens = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
-    logp, count = janus_logprob(gen, ["a red cat", "a cup"], tokens)
+    logp, count = raster_backend_logprob(gen, ["a red cat", "a cup"], tokens)
     assert count.tolist() == [16, 16]
     assert logp.tolist() == pytest.approx(gen.sequence_logprob(["a red cat", "a cup"], tokens).tolist(), rel=1e-6)
     head = gen.model.model.generation_head
     with torch.no_grad():
         for p in head.parameters():
             p.zero_()
-    flat = janus_logprob(gen, ["a red cat"], tokens[:1])[0]
+    flat = raster_backend_logprob(gen, ["a red cat"], tokens[:1])[0]
     assert flat.item() == pytest.approx(-16 * math.log(64), rel=1e-5)

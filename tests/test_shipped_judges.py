@@ -52,3 +52,18 @@ def test_seed_style_command_runs_on_the_shapes_preset(policy, tmp_path):
     assert len((outdir / "results.jsonl").read_text().splitlines()) == len(records)
     trace = [json.loads(line) for line in (outdir / "00000" / "trace" / "0000.jsonl").read_text().splitlines()]
     assert sum(t["chosen"] for t in trace) == 1 and all(t["judge_calls"] >= 1 for t in trace)
+
+
+@pytest.mark.parametrize("name", ["dpo", "dpo_iter", "dpo_iter_parm_gudie", "dpo_iter_parm_guide"])
+def test_shipped_dpo_checkpoints_resolve_and_load(name):
+    from generation import build_generator
+
+    cfg = load_config(REPO / "configs/shapes.yaml")
+    canonical, folder = runner.resolve_dpo_model(name, cfg.dpo_checkpoints)
+    assert canonical == name.replace("guide", "gudie") and (REPO / folder / "generator" / "config.json").is_file()
+    cfg.generation.weights = str(REPO / folder)
+    generator = build_generator(cfg.generation, "cpu")
+    base = build_generator(load_config(REPO / "configs/shapes.yaml").generation, "cpu")
+    summary = json.loads((REPO / folder / "train_summary.json").read_text())
+    assert summary["ranks_in_sync"] and summary["world_size"] == 2
+    assert any(not torch.equal(a, b) for a, b in zip(generator.model.parameters(), base.model.parameters()))
