@@ -5,7 +5,7 @@
 #   weights/shapes/dpo/dpo_iter_parm_gudie   iterative DPO + PARM guidance (dpo/guidance.py), from dpo
 # (``gudie``: upstream's checkpoint spelling, main.py:141; main.py also accepts ``guide``.)
 #
-#   bash scripts/train_shapes_dpo.sh                 # about 20 minutes on 2 CPU cores
+#   bash scripts/train_shapes_dpo.sh                 # about 25 minutes on 2 CPU cores
 #   NUM_PROMPTS=40 K=4 STEPS=20 OUT=/tmp/dpo WORK=/tmp/dpo_work bash scripts/train_shapes_dpo.sh   # smoke run
 #
 # Each round: main.py generates K images per prompt of a seeded subset of the shapes TRAINING pool
@@ -24,7 +24,7 @@ K=${K:-8}                             # images per prompt (run.eval_num)
 PAIRS_PER_PROMPT=${PAIRS_PER_PROMPT:-2}
 STEPS=${STEPS:-200}                   # optimiser steps per training
 BATCH=${BATCH:-8}                     # pairs per process per step (global batch = BATCH * NPROC)
-LR=${LR:-5e-5}
+LR=${LR:-1e-4}
 BETA=${BETA:-0.1}
 NPROC=${NPROC:-2}                     # processes for generation and training (one CPU core each)
 SEED=${SEED:-0}
