@@ -454,3 +454,10 @@ def test_bfloat16_runs_and_keeps_the_vq_in_float32(weights):
     assert canvas.cache.keys[0].dtype == torch.bfloat16
     assert ((canvas.tokens >= 0) & (canvas.tokens < VOCAB)).all()
     assert gen.finish(canvas).shape == (2, 3, 8, 8)
+
+
+def test_every_search_policy_runs_on_llamagen(weights):
+    from tests.policy_checks import check_policies
+
+    gen = make(weights)
+    check_policies(gen, gen.grid * gen.grid)

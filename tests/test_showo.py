@@ -330,3 +330,9 @@ def test_missing_or_bad_checkpoints_say_what_to_do(checkpoint, tmp_path):
         make_generator(checkpoint, weights=str(bad))
     with pytest.raises(ValueError, match="order=mask"):
         make_generator(checkpoint, order="raster")
+
+
+def test_search_policies_run_on_showo(generator):
+    from tests.policy_checks import check_policies
+
+    check_policies(generator, 0, names=("orm_zs", "prm", "parm"))  # parm++ needs restart(): not yet for Show-o
