@@ -77,6 +77,22 @@ def seeded_generator(seed: int, prompt_index: int, sample_index: int, candidate_
     return torch.Generator().manual_seed(int((mixed * multipliers).sum().item()) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
+PREVIEW_GREY = 128
+"""Fill of the rows a raster preview has not decoded yet."""
+
+
+def raster_preview(decode_rows, tokens: torch.Tensor, rows: int, grid: int, patch: int, image_size: int
+                   ) -> torch.Tensor:
+    """Preview of raster backends (Janus, LlamaGen): the first ``rows`` token rows of ``tokens``
+    (``long [B, N]``, ``grid`` codes per row) decoded by ``decode_rows`` as a strip of ``rows * patch``
+    pixel rows on a grey ``uint8 [B, 3, image_size, image_size]`` image."""
+    images = torch.full((len(tokens), 3, image_size, image_size), PREVIEW_GREY, dtype=torch.uint8,
+                        device=tokens.device)
+    if rows:
+        images[:, :, : rows * patch] = decode_rows(tokens[:, : rows * grid])
+    return images
+
+
 def run_to_end(generator: Generator, prompts: list[str], generators: list[torch.Generator]) -> torch.Tensor:
     """Plain decoding of every row (the no-verifier baseline)."""
     canvas = generator.start(prompts, generators)

@@ -42,15 +42,13 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, DynamicCache, JanusForConditionalGeneration
 
-from generation.base import clone_generators
+from generation.base import clone_generators, raster_preview
 from hub import local_snapshot
 from generation.config import GenerationConfig
 from generation.maskgit import gumbel, per_row_uniform
 
 PROMPT_TEMPLATE = "<|User|>: {prompt}\n\n<|Assistant|>:"
 """Janus image-generation prompt, before ``<begin_of_image>`` (no system prompt in image mode)."""
-PREVIEW_GREY = 128
-"""Fill of the rows a preview has not decoded yet."""
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -161,12 +159,8 @@ class JanusGenerator:
     @torch.inference_mode()
     def preview(self, canvas: JanusCanvas) -> torch.Tensor:
         """The finished rows decoded as a strip on a grey image, ``uint8 [B, 3, H, W]``."""
-        rows = canvas.step_index * self.cfg.rows_per_step
-        images = torch.full((len(canvas.tokens), 3, self.image_size, self.image_size), PREVIEW_GREY,
-                            dtype=torch.uint8, device=self.device)
-        if rows:
-            images[:, :, : rows * self.patch] = self.decode_rows(canvas.tokens[:, : rows * self.grid])
-        return images
+        return raster_preview(self.decode_rows, canvas.tokens, canvas.step_index * self.cfg.rows_per_step,
+                              self.grid, self.patch, self.image_size)
 
     @torch.inference_mode()
     def finish(self, canvas: JanusCanvas) -> torch.Tensor:

@@ -57,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import AutoTokenizer, T5EncoderModel
 
-from generation.base import clone_generators
+from generation.base import clone_generators, raster_preview
 from generation.config import GenerationConfig
 from generation.llamagen_vq import VQDecoder, load_vq_decoder, read_checkpoint
 from generation.maskgit import gumbel, per_row_uniform
@@ -67,8 +67,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 20, 1536: 24, 2048: 32, 2560: 40, 3200: 32, 4096: 32}
 """Attention heads of gpt.py's ``GPT_models`` (B, L, XL, XXL, 1B, XXXL, 3B, 7B), keyed by width:
 the head count is not recoverable from a checkpoint's shapes, the width is."""
-PREVIEW_GREY = 128
-"""Fill of the rows a preview has not decoded yet."""
 HOW_TO_GET_WEIGHTS = (
     "On a machine with internet access run `hf download peizesun/llamagen_t2i t2i_XL_stage1_256.pt "
     "vq_ds16_t2i.pt` and `hf download google/flan-t5-xl` into the Hugging Face cache (HF_HOME moves it), "
@@ -491,12 +489,8 @@ class LlamaGenGenerator:
     @torch.inference_mode()
     def preview(self, canvas: LlamaGenCanvas) -> torch.Tensor:
         """The finished rows decoded as a strip on a grey image, ``uint8 [B, 3, H, W]``."""
-        rows = canvas.step_index * self.cfg.rows_per_step
-        images = torch.full((len(canvas.tokens), 3, self.image_size, self.image_size), PREVIEW_GREY,
-                            dtype=torch.uint8, device=self.device)
-        if rows:
-            images[:, :, : rows * self.patch] = self.decode_rows(canvas.tokens[:, : rows * self.grid])
-        return images
+        return raster_preview(self.decode_rows, canvas.tokens, canvas.step_index * self.cfg.rows_per_step,
+                              self.grid, self.patch, self.image_size)
 
     @torch.inference_mode()
     def finish(self, canvas: LlamaGenCanvas) -> torch.Tensor:
