@@ -424,8 +424,8 @@ class Parm:
             rows = pool.rows_of(request)
             stopped = [row for row in rows if _stopped(pool.record(row))]
             fallback = None
-            if stopped and not any(_survives(r) for r in pool.records[request]):
-                fallback = best_row(stopped, {row: _fallback_score(pool.record(row)) for row in stopped}, pool,
+            if stopped and not any(survives(r) for r in pool.records[request]):
+                fallback = best_row(stopped, {row: fallback_score(pool.record(row)) for row in stopped}, pool,
                                     lowest=True)
             keep += [row for row in rows if row not in stopped or row == fallback]
         for row in set(range(len(pool.slots))) - set(keep):
@@ -434,7 +434,7 @@ class Parm:
 
     def select(self, pool: Candidates, finals: torch.Tensor) -> list[int]:
         """Best-of-N' among the survivors by the final ORM question; else the lowest fallback P(no)."""
-        survivors = [row for row in range(len(pool.slots)) if _survives(pool.record(row))]
+        survivors = [row for row in range(len(pool.slots)) if survives(pool.record(row))]
         scores = pool.ask(survivors, lambda im, pr: verifiers.orm_scores(self.judge, im, pr), finals[survivors])
         final_score = dict(zip(survivors, scores.tolist()))
         chosen = []
@@ -446,14 +446,15 @@ class Parm:
             if mine:
                 row = best_row(mine, final_score, pool)
             else:
-                row = best_row(rows, {r: _fallback_score(pool.record(r)) for r in rows}, pool, lowest=True)
+                row = best_row(rows, {r: fallback_score(pool.record(r)) for r in rows}, pool, lowest=True)
                 pool.record(row)["fallback"] = True
             pool.record(row)["chosen"] = True
             chosen.append(row)
         return chosen
 
 
-def _survives(record: dict) -> bool:
+def survives(record: dict) -> bool:
+    """Whether a PARM trace record's path passed its potential assessment (best-of-N' keeps it)."""
     return record["potential"] is not None and verifiers.has_potential(record["potential"])
 
 
@@ -461,7 +462,8 @@ def _stopped(record: dict) -> bool:
     return record["potential"] is not None and not verifiers.has_potential(record["potential"])
 
 
-def _fallback_score(record: dict) -> float:
+def fallback_score(record: dict) -> float:
+    """P(no) by which PARM's fallback ranks a path when none survives (lowest wins)."""
     return verifiers.fallback_p_no(record["clear_step"], record["potential"], record["potential_p_no"])
 
 

@@ -65,10 +65,10 @@ def decode_pool(cfg, generator, requests, parm_judge, oracle, orm_judges) -> lis
 def parm_pick(records: list[dict], n: int) -> int:
     """``search.Parm.select`` restricted to the first ``n`` candidates (prune=false records)."""
     first = records[:n]
-    survivors = [c for c, r in enumerate(first) if search._survives(r)]
+    survivors = [c for c, r in enumerate(first) if search.survives(r)]
     if survivors:
         return min(survivors, key=lambda c: (-first[c]["final_score"], c))
-    return min(range(n), key=lambda c: (search._fallback_score(first[c]), c))
+    return min(range(n), key=lambda c: (search.fallback_score(first[c]), c))
 
 
 def picks(item: dict, n: int) -> dict[str, int]:
@@ -115,7 +115,7 @@ def candidate_sheet(prompt: str, item: dict, path: Path, scale: int = 2) -> None
         draw.rectangle([x, y, x + side - 1, y + side - 1], fill=frame)
         image = Image.fromarray(item["finals"][c].permute(1, 2, 0).numpy())
         sheet.paste(image.resize((64 * scale, 64 * scale), Image.NEAREST), (x + 4, y + 4))
-        stop = "" if search._survives(record) or record["clear_step"] is None else f" stop@{record['clear_step']}"
+        stop = "" if search.survives(record) or record["clear_step"] is None else f" stop@{record['clear_step']}"
         lines = [f"#{c} {'ok' if item['correct'][c] else 'wrong'}{' PICK' if c == chosen else ''}",
                  f"zs {item['score_orm_zs'][c]:.2f} ft {item['score_orm_ft'][c]:.2f}",
                  f"clear@{record['clear_step']} pot {record['potential'] or '-'}{stop}",

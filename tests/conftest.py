@@ -1,8 +1,20 @@
-"""Shared fixtures: a tiny random shapes-world generator in the shipped weights layout."""
+"""Shared fixtures: a tiny random shapes-world generator in the shipped weights layout, and a helper
+that writes a sub-suite of the shapes prompts for runner commands."""
+import json
 from pathlib import Path
 
 import pytest
 import torch
+
+
+def write_shapes_suite(folder: Path, rows: slice) -> tuple[list[dict], Path, Path]:
+    """``rows`` of the held-out shapes suite as ``(records, prompts file, metadata file)`` under ``folder``."""
+    suite = Path(__file__).resolve().parents[1] / "geneval" / "prompts" / "shapes" / "evaluation_metadata.jsonl"
+    records = [json.loads(line) for line in suite.read_text().splitlines()][rows]
+    prompts_file, metadata_file = folder / "prompts.txt", folder / "metadata.jsonl"
+    prompts_file.write_text("".join(r["prompt"] + "\n" for r in records))
+    metadata_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records, prompts_file, metadata_file
 
 
 def make_tiny_weights(folder: Path, hidden_size: int = 32, num_layers: int = 1, seed: int = 0) -> Path:

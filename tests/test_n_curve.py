@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,10 @@ from generation import build_generator
 from generation.tiny.text import WordTokenizer
 from generation.tiny.vq import PatchTokenizer
 from geneval.oracle import GenEvalOracle
-from geneval.prompts import load_metadata
 from reward_models import JudgeConfig, build_judge
 from reward_models.shapes_judge import JudgeNet, JudgeNetConfig, save_judge
 from scripts import n_curve
+from conftest import write_shapes_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,9 +29,7 @@ def setup(tmp_path_factory, tiny_weights):
     judge = JudgeNet(JudgeNetConfig(text_vocab_size=len(text), codebook_size=tokenizer.cfg.codebook_size,
                                     hidden_size=32, num_layers=1, num_heads=2))
     save_judge(folder / "judge", judge.eval(), text, tokenizer)
-    records = load_metadata(REPO / "geneval/prompts/shapes/evaluation_metadata.jsonl")[::20]
-    (folder / "prompts.txt").write_text("".join(r["prompt"] + "\n" for r in records))
-    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    records, _, _ = write_shapes_suite(folder, slice(None, None, 20))
     overrides = [f"generation.weights={tiny_weights}", "generation.num_steps=4", f"run.prompts_file={folder}/prompts.txt",
                  f"run.metadata_file={folder}/metadata.jsonl", "run.batch_size=8", "search.sampled_decisions=false"]
     overrides += [f"reward_checkpoints.{name}={folder / 'judge'}" for name in ("orm_zs", "orm_ft", "prm", "parm")]

@@ -15,6 +15,7 @@ from geneval.oracle import GenEvalOracle, metadata_by_prompt
 from geneval.prompts import color_record, position_record
 from geneval.shapes.render import render, sample_scene
 from reward_models import Question
+from conftest import write_shapes_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,11 +45,7 @@ def test_one_prompt_with_two_metadata_records_is_refused():
 
 
 def test_main_runs_the_oracle_policy(tiny_weights, tmp_path):
-    shapes = REPO / "geneval" / "prompts" / "shapes"
-    records = [json.loads(line) for line in (shapes / "evaluation_metadata.jsonl").read_text().splitlines()[:2]]
-    prompts_file, metadata_file = tmp_path / "prompts.txt", tmp_path / "metadata.jsonl"
-    prompts_file.write_text("".join(r["prompt"] + "\n" for r in records))
-    metadata_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    records, prompts_file, metadata_file = write_shapes_suite(tmp_path, slice(2))
     outdir = tmp_path / "out"
     argv = ["--config", str(REPO / "configs" / "shapes.yaml"), "--prompts_file", str(prompts_file),
             "--metadata_file", str(metadata_file), "--outdir", str(outdir), "--eval_num", "1", "--search_num", "4",

@@ -24,6 +24,7 @@ from generation.tiny.backend import TinyGenerator
 from reward_models import verifiers
 from reward_models.verifiers import Reflection
 from search import POLICIES, ImageRequest, Parm, ParmPlusPlus, StepSearch, ZeroShotOrm, branch_generator
+from conftest import write_shapes_suite
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 0
@@ -377,11 +378,7 @@ def test_policies_load_the_preset_checkpoint(monkeypatch):
 
 def test_main_runs_parm_end_to_end(tiny_weights, tmp_path, monkeypatch):
     monkeypatch.setitem(reward_models.JUDGES, "fake", f"{__name__}:BrightnessJudge")
-    shapes = REPO / "geneval" / "prompts" / "shapes"
-    records = [json.loads(line) for line in (shapes / "evaluation_metadata.jsonl").read_text().splitlines()[:2]]
-    prompts_file, metadata_file = tmp_path / "prompts.txt", tmp_path / "metadata.jsonl"
-    prompts_file.write_text("".join(r["prompt"] + "\n" for r in records))
-    metadata_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    records, prompts_file, metadata_file = write_shapes_suite(tmp_path, slice(2))
     outdir = tmp_path / "out"
     argv = ["--config", str(REPO / "configs" / "shapes.yaml"), "--prompts_file", str(prompts_file),
             "--metadata_file", str(metadata_file), "--outdir", str(outdir), "--eval_num", "2", "--search_num", "3",

@@ -11,6 +11,7 @@ import torch
 import main as runner
 from config import load_config
 from reward_models import Question, build_judge, verifiers
+from conftest import write_shapes_suite
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = {"orm_zs": ["orm"], "orm_ft": ["orm"], "prm": ["prm", "orm"], "parm": ["clarity", "potential", "orm"],
@@ -40,11 +41,7 @@ def test_shipped_judge_answers_its_questions(name):
 
 @pytest.mark.parametrize("policy", ["orm_zs", "orm_ft", "prm", "parm", "parm++"])
 def test_seed_style_command_runs_on_the_shapes_preset(policy, tmp_path):
-    shapes = REPO / "geneval" / "prompts" / "shapes"
-    records = [json.loads(line) for line in (shapes / "evaluation_metadata.jsonl").read_text().splitlines()[::40]]
-    prompts_file, metadata_file = tmp_path / "prompts.txt", tmp_path / "metadata.jsonl"
-    prompts_file.write_text("".join(r["prompt"] + "\n" for r in records))
-    metadata_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    records, prompts_file, metadata_file = write_shapes_suite(tmp_path, slice(None, None, 40))
     outdir = tmp_path / "out"
     assert runner.main(["--config", str(REPO / "configs/shapes.yaml"), "--prompts_file", str(prompts_file),
                         "--metadata_file", str(metadata_file), "--reward_model", policy, "--eval_num", "1",
