@@ -1,14 +1,46 @@
-"""DPO training of the shapes-world generator under ``accelerate launch`` (upstream training/train_dpo.py).
+"""DPO training of a generator under ``accelerate launch`` (upstream training/train_dpo.py).
 
+One loop for every backend (``--backend``, adapters in dpo/backends.py): ``tiny`` (the shapes
+world, the default), ``showo``, ``janus``, ``llamagen``. Run from the repo root:
+
+    # shapes world: --init/--reference are FOLDER/generator + FOLDER/tokenizer folders
     accelerate launch --config_file dpo/accelerate_ddp.yaml -m dpo.train \\
         --pairs work/pairs.jsonl --init weights/shapes --out weights/shapes/dpo/dpo
     accelerate launch --num_processes 2 --cpu -m dpo.train ...      # two CPU processes (gloo)
     python -m dpo.train ...                                          # one process
 
-``--init`` and ``--reference`` are generator weights folders (``FOLDER/generator`` +
-``FOLDER/tokenizer``, see generation/tiny/backend.py); the reference defaults to ``--init`` (the
-paper: policy and frozen reference both start from the round's starting model). The result is
-written in the same layout, so ``generation.weights=OUT`` or ``--dpo_model OUT`` loads it.
+    # Show-o (config.yaml; --init defaults to its generation.weights, showlab/show-o); pairs may
+    # name the generator's PNGs (MAGVIT-v2 encodes them) or hold token lists
+    accelerate launch --config_file dpo/accelerate_ddp.yaml -m dpo.train --backend showo \\
+        --config config.yaml --pairs work/pairs.jsonl --out ckpts/dpo
+    accelerate launch --config_file dpo/accelerate_ddp.yaml -m dpo.train --backend showo \\
+        --config config.yaml --pairs work/pairs_iter.jsonl --init ckpts/dpo --out ckpts/dpo_iter
+    python main.py --config config.yaml --dpo_model ckpts/dpo_iter   # or generation.weights=ckpts/dpo_iter
+
+    # Janus-Pro (configs/janus.yaml; pairs hold token lists; float32 training, no text dropout)
+    accelerate launch --config_file dpo/accelerate_ddp.yaml -m dpo.train --backend janus \\
+        --config configs/janus.yaml --pairs work/pairs_tokens.jsonl --out ckpts/janus_dpo \\
+        --cond-dropout 0 generation.dtype=float32
+    torchrun --nproc_per_node=8 main.py --config configs/janus.yaml --dpo_model ckpts/janus_dpo
+
+    # LlamaGen (configs/llamagen.yaml; same constraints as Janus; the result is one .pt file;
+    # generation.llamagen.text_encoder=DIR etc. as in main.py)
+    accelerate launch --config_file dpo/accelerate_ddp.yaml -m dpo.train --backend llamagen \\
+        --config configs/llamagen.yaml --pairs work/pairs_tokens.jsonl --out ckpts/llamagen_dpo \\
+        --cond-dropout 0 generation.dtype=float32
+    torchrun --nproc_per_node=8 main.py --config configs/llamagen.yaml generation.weights=ckpts/llamagen_dpo/t2i_dpo.pt
+
+The generator comes from the ``generation:`` section of ``--config`` (default: the backend's preset,
+``dpo.backends.PRESETS``) with positional ``generation.KEY=VALUE`` overrides, as in main.py;
+``--init`` sets ``generation.weights``. ``--reference`` (same kind of weights) defaults to ``--init``
+(the paper: policy and frozen reference both start from the round's starting model). The result is
+written in the backend's own checkpoint layout, so ``generation.weights=OUT`` (LlamaGen:
+``OUT/t2i_dpo.pt``) or ``--dpo_model OUT`` loads it. Weights train in float32 (``generation.dtype``
+must say so; accelerate's ``mixed_precision`` stays ``no``, see dpo/accelerate_ddp.yaml). Janus and
+LlamaGen need ``--cond-dropout 0``: their ``sequence_logprob`` has no unconditional rows yet.
+Under FSDP (dpo/accelerate_fsdp.yaml) set ``fsdp_transformer_layer_cls_to_wrap`` to the backend's
+block: ``Block`` (tiny), ``PhiDecoderLayer`` (Show-o), ``LlamaDecoderLayer`` (Janus), ``TransformerBlock``
+(LlamaGen).
 
 Upstream settings kept (scripts/dpo.yaml): beta 0.1, AdamW (0.9, 0.999, eps 1e-8, weight decay
 0.01, none on biases, LayerNorms and embeddings), cosine schedule with 10% warmup, no gradient
@@ -25,8 +57,11 @@ restarted with the same command resumes from ``OUT/checkpoint`` (``accelerator.s
 written to a temporary folder and renamed) and produces the same weights as an uninterrupted run,
 with no step logged twice.
 Outputs: ``OUT/train_log.jsonl`` (one line per logged step), ``OUT/train_summary.json`` (settings,
-steps, per-rank parameter checksums: equal iff the ranks stayed in sync), ``OUT/tokenizer`` and
-``OUT/generator`` (written last; its ``config.json`` marks a finished run, which a rerun skips).
+steps, per-rank parameter checksums: equal iff the ranks stayed in sync; written last, it marks a
+finished run, which a rerun skips) and the weights, built aside and renamed in before the summary:
+``OUT/tokenizer`` + ``OUT/generator`` (tiny), ``OUT/{config.json, pytorch_model.safetensors, llm/}``
+(Show-o), ``OUT/{config.json, model.safetensors, tokenizer and processor files}`` (Janus),
+``OUT/t2i_dpo.pt`` (LlamaGen).
 """
 from __future__ import annotations
 
@@ -36,18 +71,17 @@ import json
 import math
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from dpo.likelihood import TINY_SCORERS, draw_masks, draw_text_dropout, pair_logprobs
+from dpo.backends import BACKENDS, PRESETS, REPO, Backend
+from dpo.likelihood import draw_masks, draw_text_dropout
 from dpo.loss import dpo_loss
-from dpo.pairs import load_images, read_pairs
-from generation.tiny.model import TinyT2I
-from generation.tiny.text import WordTokenizer
-from generation.tiny.vq import PatchTokenizer
+from dpo.pairs import read_pairs
+from generation.config import GenerationConfig
 from geneval.layout import atomic_write_text
 
 CHECKPOINT, LOG_FILE, SUMMARY_FILE = "checkpoint", "train_log.jsonl", "train_summary.json"
@@ -58,14 +92,21 @@ STATE_FILE = "trainer_state.json"
 class TrainConfig:
     pairs: str
     """Pair file (``dpo.pairs``): image paths or token lists."""
-    init: str
-    """Weights folder the policy starts from (``FOLDER/generator``, ``FOLDER/tokenizer``)."""
     out: str
-    """Output weights folder (same layout)."""
+    """Output weights folder, in the backend's own layout (``dpo.backends``)."""
+    init: str = ""
+    """Weights the policy starts from (sets ``generation.weights``); empty: the config's ``generation.weights``."""
     reference: str = ""
-    """Frozen reference weights folder; empty: ``init``."""
-    order: str = "mask"
-    """Likelihood: ``mask`` (masked tokens, Show-o) or ``raster`` (exact sequence)."""
+    """Frozen reference weights (same kind as ``init``); empty: ``init``."""
+    backend: str = "tiny"
+    """Generator family, a key of ``dpo.backends.BACKENDS``: tiny, showo, janus, llamagen."""
+    config: str = ""
+    """Run config whose ``generation:`` section builds the generator; empty: the backend's preset (``PRESETS``)."""
+    overrides: list[str] = field(default_factory=list)
+    """``generation.KEY=VALUE`` overrides of that section (positional on the command line, as in main.py)."""
+    order: str = ""
+    """Sets ``generation.order``: tiny ``mask`` or ``raster``, Show-o ``mask``, Janus/LlamaGen ``raster``; empty: the
+    config's."""
     beta: float = 0.1
     sft_coef: float = 0.0
     use_weights: bool = True
@@ -88,38 +129,6 @@ class TrainConfig:
 
 
 # -- data ------------------------------------------------------------------------------------------
-@dataclass
-class PairTensors:
-    text: torch.Tensor  # long [P, T]
-    chosen: torch.Tensor  # long [P, N]
-    rejected: torch.Tensor  # long [P, N]
-    weight: torch.Tensor  # float [P]
-
-
-def encode_side(values: list, tokenizer: PatchTokenizer, num_tokens: int) -> torch.Tensor:
-    """Token ids ``[P, N]`` of one side of the pairs: token lists as given, image paths through the tokenizer."""
-    codes = torch.empty(len(values), num_tokens, dtype=torch.long)
-    paths = [i for i, v in enumerate(values) if isinstance(v, str)]
-    for i, v in enumerate(values):
-        if not isinstance(v, str):
-            if len(v) != num_tokens:
-                raise ValueError(f"pair {i}: {len(v)} image tokens, the generator uses {num_tokens}")
-            codes[i] = torch.tensor(v)
-    for start in range(0, len(paths), 512):
-        chunk = paths[start:start + 512]
-        codes[chunk] = tokenizer.encode(load_images([values[i] for i in chunk]))
-    return codes
-
-
-def load_pair_tensors(path: str, text_tokenizer: WordTokenizer, tokenizer: PatchTokenizer,
-                      num_tokens: int) -> PairTensors:
-    records = read_pairs(path)
-    return PairTensors(text_tokenizer.encode([r["prompt"] for r in records]),
-                       encode_side([r["chosen"] for r in records], tokenizer, num_tokens),
-                       encode_side([r["rejected"] for r in records], tokenizer, num_tokens),
-                       torch.tensor([float(r["weight"]) for r in records]))
-
-
 def mixed_seed(*values: int) -> int:
     """A 63-bit seed from integers; neighbouring tuples give unrelated streams."""
     mixed = torch.tensor(values, dtype=torch.int64)
@@ -149,12 +158,14 @@ def total_steps(cfg: TrainConfig, num_pairs: int, world: int) -> int:
 
 
 # -- optimisation ----------------------------------------------------------------------------------
-def build_optimizer(model: TinyT2I, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases, norms and embeddings (upstream train_dpo.py)."""
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, without weight decay on biases, norms and embeddings
+    (upstream train_dpo.py). An embedding is a parameter or module whose own name says ``embed``
+    (``pos_embed``, ``tok_embeddings.weight``), not every tensor below one (LlamaGen's ``cls_embedding.cap_proj``)."""
     def decays(name: str, param: torch.Tensor) -> bool:
-        return param.ndim >= 2 and "embed" not in name
+        return param.ndim >= 2 and "embed" not in ".".join(name.split(".")[-2:])
 
-    named = list(model.named_parameters())
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in named if decays(n, p)], "weight_decay": cfg.weight_decay},
               {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
@@ -209,64 +220,80 @@ def save_checkpoint(accelerator, out: Path, step: int) -> None:
     accelerator.wait_for_everyone()
 
 
-def save_weights(model: TinyT2I, init: Path, out: Path, text_tokenizer: WordTokenizer) -> None:
-    """``OUT/tokenizer`` (a copy of the init's) then ``OUT/generator``, each built aside and renamed in."""
-    tokenizer_tmp, generator_tmp = out / "tokenizer.tmp", out / "generator.tmp"
-    for tmp in (tokenizer_tmp, generator_tmp):
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(init / "tokenizer", tokenizer_tmp)
-    shutil.rmtree(out / "tokenizer", ignore_errors=True)
-    tokenizer_tmp.rename(out / "tokenizer")
-    model.save(generator_tmp)
-    text_tokenizer.save(generator_tmp / "text_vocab.json")
-    shutil.rmtree(out / "generator", ignore_errors=True)
-    generator_tmp.rename(out / "generator")
-
-
-def is_finished(out: Path) -> bool:
-    return (out / "generator" / "config.json").is_file() and (out / SUMMARY_FILE).is_file()
+def is_finished(backend: Backend, out: Path) -> bool:
+    """Weights saved, then the summary: written last, so both exist only after a finished run."""
+    return backend.is_saved(out) and (out / SUMMARY_FILE).is_file()
 
 
 # -- training --------------------------------------------------------------------------------------
-def check_config(cfg: TrainConfig) -> None:
-    if cfg.order not in TINY_SCORERS:
-        raise ValueError(f"--order must be one of {sorted(TINY_SCORERS)}, got {cfg.order!r}")
-    for name in ("init", "reference"):
-        folder = Path(getattr(cfg, name) or cfg.init)
-        if not (folder / "generator" / "config.json").is_file() or not (folder / "tokenizer").is_dir():
-            raise ValueError(f"--{name} {folder} is not a generator weights folder (FOLDER/generator/config.json "
-                             "and FOLDER/tokenizer); pass e.g. weights/shapes or a finished DPO output")
+def generation_config(cfg: TrainConfig) -> GenerationConfig:
+    """The ``generation:`` section of ``--config`` (or the backend's preset) + overrides, ``--init``, ``--order``."""
+    from config import load_config
+
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"unknown --backend {cfg.backend!r}; valid: {sorted(BACKENDS)}")
+    foreign = [o for o in cfg.overrides if not o.startswith("generation.")]
+    if foreign:
+        raise ValueError(f"overrides {foreign} are outside generation.*; dpo.train reads only the generator's section "
+                         "(e.g. generation.dtype=float32)")
+    config = cfg.config or str(REPO / PRESETS[cfg.backend])
+    generation = load_config(config, cfg.overrides).generation
+    if generation.backend != cfg.backend:
+        raise ValueError(f"{config} configures generation.backend={generation.backend}, not --backend {cfg.backend}; "
+                         f"pass that backend's preset ({PRESETS[cfg.backend]}) or the matching --backend")
+    generation.weights = cfg.init or generation.weights
+    generation.order = cfg.order or generation.order
+    return generation
+
+
+def build_backend(cfg: TrainConfig) -> Backend:
+    """The adapter of ``--backend`` for this run (nothing loaded yet)."""
+    generation = generation_config(cfg)
+    if generation.dtype != "float32":
+        raise ValueError(f"generation.dtype={generation.dtype}: DPO trains float32 weights (AdamW steps of lr "
+                         f"{cfg.lr:g} vanish in bfloat16 rounding); add generation.dtype=float32 (the output loads in "
+                         "any dtype)")
+    if Path(cfg.out).resolve() == Path(generation.weights).resolve():
+        raise ValueError(f"--out {cfg.out} is the folder the policy starts from; write the result elsewhere")
+    return BACKENDS[cfg.backend](generation, cfg.reference or generation.weights)
+
+
+def check_config(cfg: TrainConfig, backend: Backend) -> None:
     if cfg.batch_size < 1 or cfg.beta <= 0:
         raise ValueError("--batch-size must be >= 1 and --beta > 0")
+    if cfg.cond_dropout > 0 and not backend.text_dropout:
+        raise ValueError(f"--backend {cfg.backend} scores the conditional prompt only (its generator's "
+                         f"sequence_logprob has no unconditional rows), so text dropout is not available; "
+                         f"pass --cond-dropout 0")
 
 
-def train(cfg: TrainConfig, accelerator=None) -> dict | None:
-    """Run (or resume) one DPO training; returns the summary, or None when stopped by ``stop_after``."""
+def train(cfg: TrainConfig, accelerator=None, backend: Backend | None = None) -> dict | None:
+    """Run (or resume) one DPO training; returns the summary, or None when stopped by ``stop_after``.
+
+    ``backend``: the adapter (``build_backend(cfg)``, e.g. kept by a test to inspect the trained model); None
+    builds it.
+    """
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
-    check_config(cfg)
-    out, init = Path(cfg.out), Path(cfg.init)
+    backend = backend or build_backend(cfg)
+    check_config(cfg, backend)
+    out = Path(cfg.out)
     # Without CUDA, cpu=True is what makes accelerate join a launcher's gloo group (MULTI_CPU).
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    if is_finished(out):
+    if is_finished(backend, out):
         accelerator.print(f"{out} already holds a finished run; nothing to do")
         return json.loads((out / SUMMARY_FILE).read_text())
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    policy, reference = backend.load(device)
+    data = backend.encode(read_pairs(cfg.pairs))
+    if not cfg.use_weights:
+        data.weight = torch.ones_like(data.weight)
+    num_pairs, steps = len(data.chosen), total_steps(cfg, len(data.chosen), world)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         recover_checkpoint(out)
     accelerator.wait_for_everyone()
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-
-    text_tokenizer = WordTokenizer.load(init / "generator" / "text_vocab.json")
-    tokenizer = PatchTokenizer.load(init / "tokenizer")
-    policy = TinyT2I.load(init / "generator")
-    reference = TinyT2I.load(Path(cfg.reference or cfg.init) / "generator").to(device).requires_grad_(False)
-    model_cfg = policy.cfg
-    data = load_pair_tensors(cfg.pairs, text_tokenizer, tokenizer, model_cfg.num_image_tokens)
-    if not cfg.use_weights:
-        data.weight = torch.ones_like(data.weight)
-    num_pairs, steps = len(data.text), total_steps(cfg, len(data.text), world)
 
     policy.train()
     optimizer = build_optimizer(policy, cfg)
@@ -277,8 +304,6 @@ def train(cfg: TrainConfig, accelerator=None) -> dict | None:
         start = json.loads((out / CHECKPOINT / STATE_FILE).read_text())["step"]
         accelerator.print(f"resuming from step {start}")
     log = read_log(out, start) if accelerator.is_main_process else []
-    score = TINY_SCORERS[cfg.order]
-    scorer_args = {"pad_id": text_tokenizer.pad_id, "cfg": model_cfg}
 
     progress = tqdm(range(start, steps), initial=start, total=steps, desc="dpo", mininterval=5,
                     disable=not accelerator.is_main_process)
@@ -287,19 +312,19 @@ def train(cfg: TrainConfig, accelerator=None) -> dict | None:
             group["lr"] = learning_rate(step, steps, cfg)
         global_index = global_batch_indices(step, num_pairs, cfg.batch_size * world, cfg.seed)
         index = global_index[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
-        text, chosen, rejected = (t[index].to(device) for t in (data.text, data.chosen, data.rejected))
+        batch = data.rows(index, device)
         # The draws of the whole global batch, sliced: a pair's noise does not depend on the world size.
         generator = torch.Generator().manual_seed(mixed_seed(cfg.seed, step))
-        if cfg.order == "mask":
-            draw = draw_masks(len(global_index), model_cfg.num_image_tokens, generator, cfg.cond_dropout,
+        if backend.order == "mask":
+            draw = draw_masks(len(global_index), backend.num_tokens, generator, cfg.cond_dropout,
                               cfg.min_masking_rate)
         else:
             draw = draw_text_dropout(len(global_index), generator, cfg.cond_dropout)
         draw = draw.rows(slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)).to(device)
-        pi_c, pi_r, n_c, _ = pair_logprobs(score, policy, text, chosen, rejected, draw, **scorer_args)
+        pi_c, pi_r, n_c, _ = backend.pair_logprobs(policy, batch, draw)
         with torch.no_grad():
-            ref_c, ref_r, _, _ = pair_logprobs(score, reference, text, chosen, rejected, draw, **scorer_args)
-        result = dpo_loss(pi_c, pi_r, ref_c, ref_r, cfg.beta, data.weight[index].to(device), cfg.sft_coef, n_c,
+            ref_c, ref_r, _, _ = backend.pair_logprobs(reference, batch, draw)
+        result = dpo_loss(pi_c, pi_r, ref_c, ref_r, cfg.beta, batch.weight, cfg.sft_coef, n_c,
                           normaliser=data.weight[global_index].sum().item() / world)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(result.loss)
@@ -322,13 +347,12 @@ def train(cfg: TrainConfig, accelerator=None) -> dict | None:
                                                 device=device)).tolist()
     sharded = accelerator.distributed_type == DistributedType.FSDP  # ranks hold different shards
     summary = {"steps": steps, "pairs": num_pairs, "world_size": world, "config": dataclasses.asdict(cfg),
+               "generation": dataclasses.asdict(backend.generation),
                "rank_checksums": checksums, "ranks_in_sync": None if sharded else len(set(checksums)) == 1,
                "last": log[-1] if log else None}
     state = accelerator.get_state_dict(policy)  # a collective under FSDP: every rank calls it
     if accelerator.is_main_process:
-        final = TinyT2I(model_cfg)
-        final.load_state_dict(state)
-        save_weights(final.eval(), init, out, text_tokenizer)
+        backend.save(state, out)
         atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
         shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -343,16 +367,18 @@ def accelerate_rank() -> int:
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser = argparse.ArgumentParser(prog="dpo.train", description=__doc__.splitlines()[0])
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        kind = {"float": float, "int": int, "str": str, "bool": str}[field.type]
-        if field.default is dataclasses.MISSING:
-            parser.add_argument(flag, type=kind, required=True)
-        elif field.type == "bool":
-            parser.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=field.default)
+    for option in dataclasses.fields(TrainConfig):
+        flag = "--" + option.name.replace("_", "-")
+        if option.type == "list[str]":
+            parser.add_argument(option.name, nargs="*", default=[], help="generation.KEY=VALUE overrides")
+        elif option.default is dataclasses.MISSING:
+            parser.add_argument(flag, type={"str": str}[option.type], required=True)
+        elif option.type == "bool":
+            parser.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=option.default)
         else:
-            parser.add_argument(flag, type=kind, default=field.default)
-    return TrainConfig(**vars(parser.parse_args(argv)))
+            kind = {"float": float, "int": int, "str": str}[option.type]
+            parser.add_argument(flag, type=kind, default=option.default)
+    return TrainConfig(**vars(parser.parse_intermixed_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,3 +99,18 @@ def run_to_end(generator: Generator, prompts: list[str], generators: list[torch.
     for _ in range(generator.num_steps):
         canvas = generator.step(canvas)
     return generator.finish(canvas)
+
+
+def check_restart_inputs(prompts: list[str], tokens: torch.Tensor, regenerate: torch.Tensor,
+                         num_tokens: int | None = None) -> None:
+    """Input checks of every backend's ``restart`` (PARM++ self-correction, ``generation/refine.py``):
+    one row of ``num_tokens`` codes per prompt, a bool mask of the same shape, something flagged per row."""
+    expected = (len(prompts), num_tokens if num_tokens is not None else tokens.shape[-1])
+    if tokens.ndim != 2 or tuple(tokens.shape) != expected:
+        raise ValueError(f"tokens must be long [{expected[0]}, {expected[1]}] (one row of codes per prompt), "
+                         f"got {tuple(tokens.shape)}")
+    if regenerate.shape != tokens.shape or regenerate.dtype != torch.bool:
+        raise ValueError(f"regenerate must be bool {tuple(tokens.shape)}, got {regenerate.dtype} "
+                         f"{tuple(regenerate.shape)}")
+    if not regenerate.any(-1).all():
+        raise ValueError("every row must flag at least one token to regenerate")

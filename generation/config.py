@@ -1,7 +1,23 @@
 """Configuration of the image generator (the ``generation:`` section of the run config)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LlamaGenOptions:
+    """LlamaGen settings the other backends have no use for (defaults = LlamaGen's sample_t2i.py)."""
+
+    text_encoder: str = "google/flan-t5-xl"
+    """T5 checkpoint + tokenizer (folder or cached id); sample_t2i.py's ``--t5-model-type flan-t5-xl``."""
+    image_size: int = 256
+    """Pixels per side: 256 for ``t2i_XL_stage1_256.pt`` (16x16 codes), 512 for ``stage2_512``."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1.0 = off, sample_t2i.py's default)."""
+    cfg_interval: int = -1
+    """Guide only tokens ``0 .. cfg_interval + 1`` (-1 = all, generate()'s default)."""
+    num_heads: int = 0
+    """Attention heads; 0 = from ``HEADS_BY_WIDTH`` (the official sizes)."""
 
 
 @dataclass
@@ -28,3 +44,5 @@ class GenerationConfig:
     """Raster order: keep the k most likely codes before sampling (0 = all, as Janus)."""
     dtype: str = "float32"
     """Model dtype: ``float32`` | ``bfloat16`` | ``float16``."""
+    llamagen: LlamaGenOptions = field(default_factory=LlamaGenOptions)
+    """``generation.llamagen.*``: read by the LlamaGen backend only."""

@@ -28,6 +28,9 @@ checks that both give the same tokens on a tiny random Janus.
   would leak into the finished rows through the decoder's attention and GroupNorm. A strip is not
   pixel-identical to the same rows of the final image for the same reason (its GroupNorm and
   attention see only the strip); once every row is finished the preview equals ``finish``.
+- PARM++ self-correction: ``restart`` / ``final_tokens`` (the extension generation/refine.py looks
+  for) replay the kept rows into the KV cache, code by code as ``step`` feeds them, and decode the
+  rest again (a raster model cannot condition on later codes).
 
 Weights are read from a local folder or the Hugging Face cache, never downloaded. Use:
 
@@ -42,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, DynamicCache, JanusForConditionalGeneration
 
-from generation.base import clone_generators, raster_preview
+from generation.base import check_restart_inputs, clone_generators, raster_preview
 from hub import local_snapshot
 from generation.config import GenerationConfig
 from generation.maskgit import gumbel, per_row_uniform
@@ -141,18 +144,13 @@ class JanusGenerator:
         b = len(canvas.tokens)
         tokens, logits = canvas.tokens.clone(), canvas.next_logits
         mask, positions = canvas.attention_mask, canvas.positions
-        first = canvas.step_index * self.cfg.rows_per_step * self.grid
-        for slot in range(first, first + self.cfg.rows_per_step * self.grid):
+        first = canvas.step_index * self.codes_per_step
+        for slot in range(first, first + self.codes_per_step):
             code = self.sample(logits[:b], logits[b:], canvas.generators)
             tokens[:, slot] = code
             if slot + 1 == tokens.shape[1]:
                 break  # generate() runs one more forward whose logits nobody reads
-            mask = torch.cat([mask, mask.new_ones(2 * b, 1)], 1)
-            embeds = self.model.prepare_embeddings_for_image_generation(code.repeat(2)[:, None])
-            hidden = self._language_model(embeds, mask, positions[:, None], canvas.cache)
-            positions = positions + 1
-            logits = self._head(hidden[:, -1])
-            self.num_forwards += b
+            mask, positions, logits = self._feed(code, mask, positions, canvas.cache)
         return replace(canvas, attention_mask=mask, positions=positions, tokens=tokens, next_logits=logits,
                        step_index=canvas.step_index + 1)
 
@@ -167,6 +165,34 @@ class JanusGenerator:
         if canvas.step_index != self.num_steps:
             raise ValueError(f"canvas ran {canvas.step_index} of {self.num_steps} steps")
         return self.decode(canvas.tokens)
+
+    # -- PARM++ self-correction (the protocol extension of generation/refine.py) ---------------
+    def final_tokens(self, canvas: JanusCanvas) -> torch.Tensor:
+        """``long [B, N]`` codes of a finished canvas (what ``finish`` decodes)."""
+        if canvas.step_index != self.num_steps:
+            raise ValueError(f"canvas ran {canvas.step_index} of {self.num_steps} steps; final_tokens needs a "
+                             f"finished canvas")
+        return canvas.tokens
+
+    @torch.inference_mode()
+    def restart(self, prompts: list[str], tokens: torch.Tensor, regenerate: torch.Tensor,
+                generators: list[torch.Generator]) -> JanusCanvas:
+        """A canvas at the step (block of rows) holding the first flagged code of any row, with the kept
+        codes before it fed to both guidance halves as ``step`` feeds them (one forward per code, counted
+        the same way); ``step`` decodes that block and everything after it again, as refine.py's raster
+        restart and ``LlamaGenGenerator.restart`` do."""
+        check_restart_inputs(prompts, tokens, regenerate, self.grid ** 2)
+        canvas = self.start(prompts, generators)  # prefills the prompt (one forward per candidate)
+        tokens = tokens.to(self.device)
+        step = int(regenerate.int().argmax(-1).min()) // self.codes_per_step
+        kept = step * self.codes_per_step
+        mask, positions, logits = canvas.attention_mask, canvas.positions, canvas.next_logits
+        for slot in range(kept):
+            mask, positions, logits = self._feed(tokens[:, slot], mask, positions, canvas.cache)
+        fresh = torch.full_like(tokens, -1)
+        fresh[:, :kept] = tokens[:, :kept]
+        return replace(canvas, attention_mask=mask, positions=positions, tokens=fresh, next_logits=logits,
+                       step_index=step)
 
     # -- decoding and scoring -----------------------------------------------------------------
     @torch.inference_mode()
@@ -241,6 +267,23 @@ class JanusGenerator:
         return ids, mask
 
     # -- helpers ------------------------------------------------------------------------------
+    @property
+    def codes_per_step(self) -> int:
+        return self.cfg.rows_per_step * self.grid
+
+    def _feed(self, codes: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Feed ``codes`` (``long [B]``) to both guidance halves: ``(mask, positions, next_logits)`` after it.
+
+        One forward of ``2B`` rows, counted as ``B`` (guidance rows are not counted twice).
+        """
+        b = len(codes)
+        mask = torch.cat([mask, mask.new_ones(2 * b, 1)], 1)
+        embeds = self.model.prepare_embeddings_for_image_generation(codes.repeat(2)[:, None])
+        hidden = self._language_model(embeds, mask, positions[:, None], cache)
+        self.num_forwards += b
+        return mask, positions + 1, self._head(hidden[:, -1])
+
     def _unconditional(self, ids: torch.Tensor) -> torch.Tensor:
         """Every token but BOS and BOI replaced by pad (generate(); janus:generation_inference.py:69-75)."""
         keep = (ids == self.bos_id) | (ids == self.boi_id)

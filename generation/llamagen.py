@@ -22,7 +22,7 @@ sample_t2i.py + generate() on tiny random weights.
   the same text mask; logits ``uncond + cfg * (cond - uncond)``. The run config's ``guidance_scale``
   is Show-o's ``s`` in ``(1+s)*cond - s*uncond`` (the same line), so ``cfg = 1 + guidance_scale``:
   LlamaGen's default 7.5 is ``guidance_scale: 6.5``. ``guidance_scale: 0`` runs no guidance rows,
-  as generate() does for ``cfg_scale <= 1``. ``cfg_interval`` (``LlamaGenOptions``) switches to
+  as generate() does for ``cfg_scale <= 1``. ``generation.llamagen.cfg_interval`` switches to
   conditional logits after token ``cfg_interval + 1``, as decode_n_tokens() does.
 - Sampling (generate.py ``sample``): logits / temperature, top-k, then top-p (nucleus, keeping the
   first token past the mass), then one categorical draw per candidate by Gumbel-max with noise
@@ -40,7 +40,7 @@ sample_t2i.py + generate() on tiny random weights.
 Weights are never downloaded. ``generation.weights`` and ``generation.tokenizer`` name ``.pt`` files:
 a local path, or ``<folder or HF repo id>/<file>.pt`` resolved in the local Hugging Face cache, e.g.
 ``peizesun/llamagen_t2i/t2i_XL_stage1_256.pt`` and ``peizesun/llamagen_t2i/vq_ds16_t2i.pt``. The
-text encoder (``LlamaGenOptions.text_encoder``, default ``google/flan-t5-xl``) is a folder or cached
+text encoder (``generation.llamagen.text_encoder``, default ``google/flan-t5-xl``) is a folder or cached
 id holding a transformers T5 checkpoint and its tokenizer. Use:
 
     torchrun --nproc_per_node=8 main.py --config configs/llamagen.yaml
@@ -57,8 +57,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import AutoTokenizer, T5EncoderModel
 
-from generation.base import clone_generators, raster_preview
-from generation.config import GenerationConfig
+from generation.base import check_restart_inputs, clone_generators, raster_preview
+from generation.config import GenerationConfig, LlamaGenOptions
 from generation.llamagen_vq import VQDecoder, load_vq_decoder, read_checkpoint
 from generation.maskgit import gumbel, per_row_uniform
 from hub import local_snapshot
@@ -73,22 +73,6 @@ HOW_TO_GET_WEIGHTS = (
     "or download the files into folders and name them directly (generation.weights=DIR/t2i_XL_stage1_256.pt, "
     "generation.tokenizer=DIR/vq_ds16_t2i.pt). Without weights, configs/shapes.yaml runs the embedded "
     "shapes world on CPU.")
-
-
-@dataclass
-class LlamaGenOptions:
-    """LlamaGen settings that ``GenerationConfig`` has no field for (sample_t2i.py defaults)."""
-
-    text_encoder: str = "google/flan-t5-xl"
-    """T5 checkpoint + tokenizer (folder or cached id); sample_t2i.py's ``--t5-model-type flan-t5-xl``."""
-    image_size: int = 256
-    """Pixels per side: 256 for ``t2i_XL_stage1_256.pt`` (16x16 codes), 512 for ``stage2_512``."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (1.0 = off, sample_t2i.py's default)."""
-    cfg_interval: int = -1
-    """Guide only tokens ``0 .. cfg_interval + 1`` (-1 = all, generate()'s default)."""
-    num_heads: int = 0
-    """Attention heads; 0 = from ``HEADS_BY_WIDTH`` (the official sizes)."""
 
 
 # -- GPT (llamagen:autoregressive/models/gpt.py) ----------------------------------------------------
@@ -301,7 +285,7 @@ def infer_gpt_config(state: dict[str, torch.Tensor], num_heads: int, grid: int) 
     n_head = num_heads or HEADS_BY_WIDTH.get(dim, 0)
     if not n_head or dim % n_head:
         raise ValueError(f"cannot tell the attention heads of a width-{dim} LlamaGen GPT (known widths: "
-                         f"{sorted(HEADS_BY_WIDTH)}); pass LlamaGenOptions(num_heads=...)")
+                         f"{sorted(HEADS_BY_WIDTH)}); set generation.llamagen.num_heads")
     head_dim = dim // n_head
     qkv_rows = state["layers.0.attention.wqkv.weight"].shape[0]
     return GPTConfig(dim=dim, n_layer=n_layer, n_head=n_head, n_kv_head=(qkv_rows // head_dim - n_head) // 2,
@@ -340,7 +324,7 @@ def resolve_file(spec: str, setting: str) -> Path:
 
 def text_encoder_folder(name_or_path: str) -> str:
     return local_snapshot(name_or_path, lambda invalid, cache: ValueError(
-        f"LlamaGenOptions.text_encoder={name_or_path!r} is neither a local folder nor a model in the Hugging Face "
+        f"generation.llamagen.text_encoder={name_or_path!r} is neither a local folder nor a model in the Hugging Face "
         f"cache ({cache}); weights are never downloaded here. {HOW_TO_GET_WEIGHTS}"))
 
 
@@ -412,14 +396,14 @@ class LlamaGenGenerator:
 
     def __init__(self, cfg: GenerationConfig, device: torch.device | str = "cpu",
                  options: LlamaGenOptions | None = None):
-        options = options or LlamaGenOptions()
+        options = options or cfg.llamagen
         _check_config(cfg, options)
         self.cfg, self.options, self.device = cfg, options, torch.device(device)
         dtype = DTYPES[cfg.dtype]
         self.vq: VQDecoder = load_vq_decoder(resolve_file(cfg.tokenizer, "generation.tokenizer"), self.device)
         self.patch = self.vq.cfg.downsample
         if options.image_size % self.patch:
-            raise ValueError(f"LlamaGenOptions.image_size={options.image_size} is not a multiple of the VQ's "
+            raise ValueError(f"generation.llamagen.image_size={options.image_size} is not a multiple of the VQ's "
                              f"{self.patch}-pixel codes")
         self.grid = options.image_size // self.patch
         self.model = load_gpt(resolve_file(cfg.weights, "generation.weights"), options.num_heads, self.grid,
@@ -509,11 +493,7 @@ class LlamaGenGenerator:
         """A canvas at the step (block of rows) holding the first flagged code of any row, with the kept
         codes before it replayed into the KV cache; ``step`` decodes that block and everything after it
         again (a raster model cannot condition on later codes), as refine.py's raster restart does."""
-        if regenerate.shape != tokens.shape or regenerate.dtype != torch.bool:
-            raise ValueError(f"regenerate must be bool {tuple(tokens.shape)}, got {regenerate.dtype} "
-                             f"{tuple(regenerate.shape)}")
-        if not regenerate.any(-1).all():
-            raise ValueError("every row must flag at least one token to regenerate")
+        check_restart_inputs(prompts, tokens, regenerate, self.grid ** 2)
         canvas = self.start(prompts, generators)
         tokens, per_step = tokens.to(self.device), self.cfg.rows_per_step * self.grid
         step = int(regenerate.int().argmax(-1).min()) // per_step
@@ -602,10 +582,10 @@ def _check_config(cfg: GenerationConfig, options: LlamaGenOptions) -> None:
     if cfg.top_k < 0:
         raise ValueError(f"generation.top_k={cfg.top_k} must be >= 0 (0 = no top-k)")
     if not 0 < options.top_p <= 1:
-        raise ValueError(f"LlamaGenOptions.top_p={options.top_p} must be in (0, 1] (1 = off)")
+        raise ValueError(f"generation.llamagen.top_p={options.top_p} must be in (0, 1] (1 = off)")
     if options.cfg_interval < -1:
-        raise ValueError(f"LlamaGenOptions.cfg_interval={options.cfg_interval} must be >= -1 (-1 = always guide)")
+        raise ValueError(f"generation.llamagen.cfg_interval={options.cfg_interval} must be >= -1 (-1 = always guide)")
     if options.image_size <= 0:
-        raise ValueError(f"LlamaGenOptions.image_size={options.image_size} must be positive")
+        raise ValueError(f"generation.llamagen.image_size={options.image_size} must be positive")
     if cfg.rows_per_step < 1:
         raise ValueError(f"generation.rows_per_step={cfg.rows_per_step} must be >= 1")

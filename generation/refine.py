@@ -8,6 +8,11 @@ of the same names when it has them (the protocol extension proposed for ``genera
     generator.restart(prompts, tokens, regenerate, generators) -> Canvas
     generator.final_tokens(canvas) -> long [B, N]
 
+Who implements them: the tiny backend here (both orders); Show-o (``generation/showo.py``, mask
+order), LlamaGen (``generation/llamagen.py``) and Janus-Pro (``generation/janus.py``, both raster)
+as methods of their own, with the semantics below (tests/test_refine_backends.py,
+tests/test_llamagen.py). Every backend of ``generation.GENERATORS`` can therefore self-correct.
+
 - Mask order (Show-o / MaskGIT): kept tokens are committed, the flagged ones set to [MASK], and
   decoding resumes at the last step of the cosine schedule that still has at least that many
   positions unknown. Committed tokens are never re-masked (``generation/maskgit.py``), so the
@@ -29,6 +34,7 @@ from dataclasses import replace
 
 import torch
 
+from generation.base import check_restart_inputs
 from generation.maskgit import step_temperature
 from generation.tiny.backend import MaskCanvas, RasterCanvas, TinyGenerator
 
@@ -54,11 +60,7 @@ def restart(generator, prompts: list[str], tokens: torch.Tensor, regenerate: tor
         return own(prompts, tokens, regenerate, generators)
     if not isinstance(generator, TinyGenerator):
         raise ValueError(_unsupported(generator, "restart(prompts, tokens, regenerate, generators)"))
-    if regenerate.shape != tokens.shape or regenerate.dtype != torch.bool:
-        raise ValueError(f"regenerate must be bool {tuple(tokens.shape)}, got {regenerate.dtype} "
-                         f"{tuple(regenerate.shape)}")
-    if not regenerate.any(-1).all():
-        raise ValueError("every row must flag at least one token to regenerate")
+    check_restart_inputs(prompts, tokens, regenerate)
     tokens, regenerate = tokens.to(generator.device), regenerate.to(generator.device)
     if generator.cfg.order == "mask":
         return _restart_mask(generator, prompts, tokens, regenerate, generators)
@@ -116,4 +118,5 @@ def _restart_raster(generator: TinyGenerator, prompts, tokens, regenerate, gener
 
 def _unsupported(generator, method: str) -> str:
     return (f"parm++ self-correction needs generator.{method}; the {type(generator).__name__} backend has none "
-            "(generation/refine.py implements it only for the tiny backend)")
+            "(the tiny backend gets it from generation/refine.py; Show-o, LlamaGen and Janus-Pro define their own: "
+            "add restart/final_tokens to this backend as they do, or use --reward_model parm)")

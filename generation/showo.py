@@ -35,6 +35,10 @@ Deliberate differences from upstream (none changes the distribution being sample
 - ``preview`` before the first step decodes the all-mask sample clamped to code 8191, as upstream's
   ``clamp(sampled_ids, 0, codebook_size - 1)`` would.
 
+PARM++ self-correction: ``restart`` / ``final_tokens`` (the extension generation/refine.py looks for)
+commit the kept codes, set the flagged ones to ``mask_code`` and resume mask-predict at
+``refine.resume_step`` with the temperature the schedule had reached there (MaskGIT-style inpainting).
+
 Usage: ``build_generator(GenerationConfig(backend="showo"), "cuda")``; needs ``showlab/show-o``,
 ``showlab/magvitv2`` and the ``microsoft/phi-1_5`` config + tokenizer in the HF cache or local folders.
 """
@@ -47,10 +51,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from generation.base import clone_generators
+from generation.base import check_restart_inputs, clone_generators
 from generation.config import GenerationConfig
 from generation.magvitv2 import MagvitV2, load_magvitv2, read_state_dict, resolve_checkpoint
 from generation.maskgit import TEMPERATURE_SCHEDULES, guided_logits, maskgit_step, step_temperature
+from generation.refine import resume_step
 
 SPECIAL_TOKENS = ("<|soi|>", "<|eoi|>", "<|sov|>", "<|eov|>", "<|t2i|>", "<|mmu|>", "<|t2v|>", "<|v2v|>", "<|lvg|>")
 """Added after ``[PAD]``, in this order (prompting_utils.py ``UniversalPrompting.__init__``)."""
@@ -300,6 +305,36 @@ class ShowoGenerator:
             raise ValueError(f"canvas ran {canvas.step_index} of {self.num_steps} steps")
         return self.decode(canvas.sampled)
 
+    # -- PARM++ self-correction (the protocol extension of generation/refine.py) ---------------
+    def final_tokens(self, canvas: ShowoCanvas) -> torch.Tensor:
+        """``long [B, N]`` codes of a finished canvas (what ``finish`` decodes: the last full sample;
+        ``tokens`` keeps at least one position masked)."""
+        if canvas.step_index != self.num_steps:
+            raise ValueError(f"canvas ran {canvas.step_index} of {self.num_steps} steps; final_tokens needs a "
+                             f"finished canvas")
+        return canvas.sampled
+
+    @torch.inference_mode()
+    def restart(self, prompts: list[str], tokens: torch.Tensor, regenerate: torch.Tensor,
+                generators: list[torch.Generator]) -> ShowoCanvas:
+        """A canvas holding ``tokens`` where ``regenerate`` (``bool [B, N]``) is False and ``mask_code`` where
+        it is True, at the last schedule step that still has that many positions unknown (as refine.py's
+        mask restart does); committed codes are never re-masked, so ``step`` fills only the flagged ones.
+
+        The temperature is the one the schedule had reached by that step, starting from what ``start``
+        gives (``temperature_schedule=upstream``: the prompt's carried temperature, as ``step`` would).
+        """
+        check_restart_inputs(prompts, tokens, regenerate, self.spec.num_vq_tokens)
+        canvas = self.start(prompts, generators)  # no forward: the mask-predict loop starts from the canvas
+        tokens, regenerate = tokens.to(self.device), regenerate.to(self.device)
+        masked = torch.where(regenerate, self.mask_code, tokens)
+        step = resume_step(masked.shape[1], self.num_steps, int(regenerate.sum(-1).max()))
+        temperature = canvas.temperature
+        for done in range(step):  # step() anneals once per step done, from the start value
+            temperature = step_temperature(self.cfg.temperature, temperature, done, self.num_steps,
+                                           self.cfg.temperature_schedule)
+        return replace(canvas, tokens=masked, sampled=masked.clone(), temperature=temperature, step_index=step)
+
     # -- model pieces (also used for DPO and re-encoding) --------------------------------------
     def input_ids(self, text: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """``long [B, 129 + N + 2]``: text part, ``<|soi|>``, image ids (``<mask>`` for ``mask_code``), ``<|eoi|>``."""
@@ -338,3 +373,5 @@ class ShowoGenerator:
             raise ValueError("temperature_schedule=upstream: the rows of one start() carry different temperatures "
                              f"{sorted(starts)}; start each prompt's images separately, as upstream does")
         return starts.pop()
+
+

@@ -1,11 +1,15 @@
-"""Shared check: every search policy runs on a backend (used by the tiny-model tests of each backend)."""
+"""Shared checks: every search policy runs on a backend, and PARM++ corrects on it (used by the
+tiny-model tests of each backend)."""
 from __future__ import annotations
 
 import torch
 
 from config import Config, SearchConfig
-from reward_models.verifiers import Reflection
-from search import POLICIES, ImageRequest
+from reward_models.verifiers import REFLECT_KIND, Reflection
+from search import POLICIES, ImageRequest, Selection
+
+REQUESTS = [ImageRequest("a red cat", 0, 0), ImageRequest("two dogs", 1, 0)]
+NUM_CANDIDATES = 3
 
 
 class BrightnessJudge:
@@ -23,20 +27,54 @@ class BrightnessJudge:
         return [Reflection("the first half is wrong", mask) for _ in prompts]
 
 
-def check_policies(generator, num_tokens: int, names=("orm_zs", "prm", "parm", "parm++")) -> dict[str, list]:
-    """Run each policy (N=3) on two requests; checks the common contract and returns the selections."""
+class CriticalJudge(BrightnessJudge):
+    """Like ``BrightnessJudge``, but the reflection verdict is always "no" and every critique flags
+    ``region``, so parm++ runs all its rounds. The verdict is the ``orm`` question, so PARM's final
+    scores are all 0 too and best-of-N' keeps the lowest surviving candidate."""
+
+    def __init__(self, region: torch.Tensor):
+        super().__init__(len(region))
+        self.region = region
+
+    def yes_no_probs(self, images, questions):
+        p_yes, p_no = super().yes_no_probs(images, questions)
+        reflecting = torch.tensor([q.kind == REFLECT_KIND for q in questions], device=p_yes.device)
+        return p_yes.masked_fill(reflecting, 0.0), p_no.masked_fill(reflecting, 1.0)
+
+    def reflect(self, images, prompts):
+        return [Reflection("this region is wrong", self.region.clone()) for _ in prompts]
+
+
+def run_policy(generator, name: str, judge) -> list[Selection]:
+    """Policy ``name`` (N=3) on two requests with ``judge``; checks the common contract."""
     cfg = Config()
-    cfg.run.search_num = 3
+    cfg.run.search_num = NUM_CANDIDATES
     cfg.search = SearchConfig()
-    requests = [ImageRequest("a red cat", 0, 0), ImageRequest("two dogs", 1, 0)]
-    out = {}
-    for name in names:
-        selections = POLICIES[name](cfg, "cpu", judge=BrightnessJudge(num_tokens))(generator, requests, 0)
-        assert len(selections) == 2, name
-        for selection in selections:
-            size = generator.image_size
-            assert selection.image.dtype == torch.uint8 and tuple(selection.image.shape) == (3, size, size), name
-            assert [r["candidate"] for r in selection.candidates] == [0, 1, 2], name
-            assert sum(r["chosen"] for r in selection.candidates) == 1, name
-        out[name] = selections
-    return out
+    selections = POLICIES[name](cfg, "cpu", judge=judge)(generator, REQUESTS, 0)
+    assert len(selections) == len(REQUESTS), name
+    for selection in selections:
+        size = generator.image_size
+        assert selection.image.dtype == torch.uint8 and tuple(selection.image.shape) == (3, size, size), name
+        assert [r["candidate"] for r in selection.candidates] == list(range(NUM_CANDIDATES)), name
+        assert sum(r["chosen"] for r in selection.candidates) == 1, name
+    return selections
+
+
+def check_policies(generator, num_tokens: int, names=("orm_zs", "prm", "parm", "parm++")) -> dict[str, list]:
+    """Run each policy on two requests with a ``BrightnessJudge``; returns the selections."""
+    return {name: run_policy(generator, name, BrightnessJudge(num_tokens)) for name in names}
+
+
+def check_reflection_rounds(generator, region: torch.Tensor) -> list[dict]:
+    """parm++ with a ``CriticalJudge`` flagging ``region`` (``bool [N]``): the chosen candidate of each
+    request records ``search.reflect_rounds`` rounds, each critiquing ``region`` and judged "no".
+    Returns those chosen records."""
+    rounds = SearchConfig().reflect_rounds
+    chosen = []
+    for selection in run_policy(generator, "parm++", CriticalJudge(region)):
+        [record] = [r for r in selection.candidates if r["chosen"]]
+        assert (record["reflect_p_yes"], record["reflect_p_no"]) == (0.0, 1.0)
+        assert [(r["round"], r["critique"], r["region_size"], r["verdict"]) for r in record["rounds"]] == \
+            [(k, "this region is wrong", int(region.sum()), "no") for k in range(1, rounds + 1)]
+        chosen.append(record)
+    return chosen

@@ -36,6 +36,17 @@ def test_shapes_preset_points_at_the_shapes_world():
                                                                                   "dpo_iter_parm_gudie")}
 
 
+def test_llamagen_preset_sets_its_own_options_and_overrides_reach_them():
+    cfg = load_config(REPO / "configs" / "llamagen.yaml", ["generation.llamagen.image_size=512",
+                                                           "generation.llamagen.text_encoder=/models/flan-t5-xl"])
+    assert cfg.generation.backend == "llamagen" and cfg.generation.guidance_scale == 6.5
+    options = cfg.generation.llamagen
+    assert (options.image_size, options.text_encoder, options.top_p, options.cfg_interval) == \
+        (512, "/models/flan-t5-xl", 1.0, -1)
+    with pytest.raises(ValueError, match="generation.llamagen.top_q"):
+        load_config(REPO / "configs" / "llamagen.yaml", ["generation.llamagen.top_q=0.9"])
+
+
 def test_layers_yaml_then_flags_then_overrides(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("run:\n  eval_num: 3\n  seed: 5\ngeneration:\n  num_steps: 7\n")

@@ -245,4 +245,4 @@ def test_search_policies_run_on_janus(weights):
     from tests.policy_checks import check_policies
 
     gen = make(weights)
-    check_policies(gen, 0, names=("orm_zs", "prm", "parm"))  # parm++ needs restart(): not yet for Janus
+    check_policies(gen, 0, names=("orm_zs", "prm", "parm"))  # parm++: tests/test_refine_backends.py

@@ -94,9 +94,8 @@ def weights(tmp_path_factory):
 def make(folder, options=None, **overrides) -> LlamaGenGenerator:
     settings = dict(backend="llamagen", weights=str(folder / "t2i_tiny.pt"), tokenizer=str(folder / "vq_tiny.pt"),
                     order="raster", rows_per_step=2, guidance_scale=2.0, temperature=1.0, top_k=0)
-    options = options or {}
-    return LlamaGenGenerator(GenerationConfig(**{**settings, **overrides}), "cpu",
-                             LlamaGenOptions(text_encoder=str(folder / "t5"), image_size=8, num_heads=HEADS, **options))
+    options = LlamaGenOptions(text_encoder=str(folder / "t5"), image_size=8, num_heads=HEADS, **(options or {}))
+    return LlamaGenGenerator(GenerationConfig(**{**settings, **overrides}, llamagen=options), "cpu")
 
 
 def generators(n, sample=0):

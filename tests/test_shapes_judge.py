@@ -8,7 +8,9 @@ from generation.tiny.text import WordTokenizer
 from generation.tiny.vq import PatchTokenizer
 from reward_models import JudgeConfig, Question, build_judge
 from reward_models.shapes_judge import JudgeNet, JudgeNetConfig, save_judge
-from reward_models.train_shapes_judge import caption_example, perturb
+from geneval.shapes.render import SceneObject
+from reward_models.train_shapes_judge import (caption_example, pairwise_loss, perturb, perturb_scene, scene_loss,
+                                              scene_targets, within_prompt_pairs)
 
 
 @pytest.fixture(scope="module")
@@ -56,5 +58,55 @@ def test_caption_labels_are_geneval_decisions_on_the_ground_truth():
     records = [r for r in enumerate_records(shapes_vocabulary()) if r["tag"] == "position"]
     rng = np.random.default_rng(1)
     labels = [caption_example(records, None, rng) for _ in range(60)]
-    own = [label for caption, _, label in labels]
+    own = [label for caption, _, label, _ in labels]
     assert any(own) and not all(own)  # matched captions are yes, most changed ones no
+
+
+def test_scene_targets_mark_each_object_box_with_its_shape_and_colour():
+    scene = [SceneObject("star", "blue", (1, 2), 2), SceneObject("circle", "red", (5, 5), 3)]
+    shape, color = scene_targets(scene)
+    grid = shape.reshape(8, 8)
+    assert (grid[2:4, 1:3] == 1 + 3).all()  # "star" is SHAPES[3]; rows 2-3, columns 1-2
+    assert (grid[5:8, 5:8] == 1).all()  # "circle" is SHAPES[0]
+    assert (grid != 0).sum() == 4 + 9
+    assert set(color[shape != 0].tolist()) == {1 + 4, 1 + 0}  # blue is COLORS[4], red COLORS[0]
+    # a perfect scene head has a lower loss than a wrong one
+    logits = torch.zeros(1, 64, 7 + 11)
+    truth = torch.from_numpy(np.stack([shape, color]))[None]
+    right = logits.clone()
+    right[0, torch.arange(64), truth[0, 0]] = 10
+    right[0, torch.arange(64), 7 + truth[0, 1]] = 10
+    assert scene_loss(right, truth) < 0.01 < scene_loss(logits, truth)
+
+
+def test_scene_changes_keep_objects_apart_and_change_the_scene():
+    rng = np.random.default_rng(0)
+    scene = [SceneObject("star", "blue", (0, 0), 2), SceneObject("circle", "red", (4, 4), 3)]
+    seen = set()
+    for _ in range(40):
+        changed = perturb_scene(scene, rng)
+        assert changed != scene
+        seen.add(len(changed) - len(scene))
+        for i, a in enumerate(changed):  # one empty cell between any two boxes
+            for b in changed[i + 1:]:
+                apart_x = a.cell[0] + a.size < b.cell[0] or b.cell[0] + b.size < a.cell[0]
+                apart_y = a.cell[1] + a.size < b.cell[1] or b.cell[1] + b.size < a.cell[1]
+                assert apart_x or apart_y
+    assert seen == {-1, 0, 1}  # dropped, recoloured/reshaped, added
+
+
+def test_within_prompt_pairs_compare_only_one_group():
+    groups = torch.tensor([0, 0, 0, 1, 1, -1, -1, 2])
+    labels = torch.tensor([True, False, False, True, True, True, False, False])
+    pairs = within_prompt_pairs(groups, labels)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (0, 2)]  # group 1 all yes, -1 in none, 2 alone
+
+
+def test_pairwise_loss_prefers_the_yes_side_ranked_higher():
+    # rows: yes sides then no sides; score = yes logit - no logit
+    good = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    bad = torch.tensor([[0.0, 1.0], [0.0, 0.0], [2.0, 0.0], [1.0, 0.0]])
+    expected = torch.nn.functional.softplus(torch.tensor([-3.0, -1.0])).mean()
+    torch.testing.assert_close(pairwise_loss(good, 2), expected)
+    assert pairwise_loss(bad, 2) > pairwise_loss(good, 2)
+    assert pairwise_loss(good, 0) == 0

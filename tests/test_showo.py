@@ -335,4 +335,4 @@ def test_missing_or_bad_checkpoints_say_what_to_do(checkpoint, tmp_path):
 def test_search_policies_run_on_showo(generator):
     from tests.policy_checks import check_policies
 
-    check_policies(generator, 0, names=("orm_zs", "prm", "parm"))  # parm++ needs restart(): not yet for Show-o
+    check_policies(generator, 0, names=("orm_zs", "prm", "parm"))  # parm++: tests/test_refine_backends.py
