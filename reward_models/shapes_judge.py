@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from geneval.detection import COLORS
+from geneval.shapes.world import SHAPES
 from generation.tiny.text import WordTokenizer
 from generation.tiny.vq import PatchTokenizer
 from reward_models.judge import KINDS, JudgeConfig, Question, score_in_batches
@@ -27,6 +29,9 @@ from reward_models.verifiers import Reflection
 CRITIQUES = ("ok", "missing-0", "missing-1", "color-0", "color-1", "position", "extra")
 """What a PARM++ shapes judge can say is wrong: the first failing clause of the prompt, in
 GenEval's clause order (``reward_models.judge_data.reflection_target`` derives it)."""
+
+SCENE_CLASSES = (1 + len(SHAPES)) + (1 + len(COLORS))
+"""Outputs of the scene head: shape classes then colour classes, each with background as class 0."""
 
 CRITIQUE_TEXT = {
     "ok": "the image satisfies the prompt",
@@ -52,6 +57,10 @@ class JudgeNetConfig:
     """Question kinds the model has an embedding for, in id order."""
     reflection: bool = False
     """PARM++ heads: a critique class (``CRITIQUES``) and a per-token "regenerate" logit."""
+    scene_head: bool = False
+    """Training aid of the zero-shot recipe: a per-image-token head that names the shape and the
+    colour of the object covering the token (``train_shapes_judge.scene_targets``), the analogue
+    of the grounding data a VLM is pretrained on. Unused when judging."""
     patch_pixels: int = 0
     """When > 0, every image code is also embedded from its codebook patch (``patch_pixels`` pixel
     values, a buffer filled by ``set_patches``) through a linear map, so the colours and shape
@@ -81,6 +90,9 @@ class JudgeNet(nn.Module):
             """Critique logits, read at the kind token."""
             self.region = nn.Linear(d, 1)
             """"Regenerate this token" logit, read at each image position."""
+        if cfg.scene_head:
+            self.scene = nn.Linear(d, SCENE_CLASSES)
+            """Per image token: shape logits (background first) then colour logits (background first)."""
 
     def set_patches(self, codebook: torch.Tensor) -> None:
         """Fill the patch buffer from a tokenizer codebook (``[K, pixels]``, values 0-255)."""
@@ -99,6 +111,12 @@ class JudgeNet(nn.Module):
     def forward(self, kinds: torch.Tensor, text: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """``(kinds [B], text [B, T], codes [B, N])`` -> answer logits ``[B, 2]`` (yes, no)."""
         return self.answer(self.hidden(kinds, text, codes)[:, 0])
+
+    def answer_and_scene(self, kinds: torch.Tensor, text: torch.Tensor, codes: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Answer logits ``[B, 2]`` and scene logits ``[B, N, SCENE_CLASSES]`` (zero-shot training)."""
+        h = self.hidden(kinds, text, codes)
+        return self.answer(h[:, 0]), self.scene(h[:, -codes.shape[1]:])
 
     def reflect(self, kinds: torch.Tensor, text: torch.Tensor, codes: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
