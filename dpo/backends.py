@@ -17,12 +17,17 @@ format that loader reads, so the trained weights go straight back into ``main.py
   tokenizer/processor files (``generation.weights=OUT`` or ``--dpo_model OUT``).
 - ``llamagen``: the LlamaGen GPT (``generation/llamagen.py``), exact sequence likelihood; T5 and
   the VQ decoder frozen. Output: ``OUT/t2i_dpo.pt``, a raw ``{"model": state_dict}`` file as
-  LlamaGen's train_t2i.py writes (``generation.weights=OUT/t2i_dpo.pt``).
+  LlamaGen's train_t2i.py writes (``generation.weights=OUT`` or ``--dpo_model OUT`` finds it there).
+
+Every backend applies the draw's text dropout (upstream ``cond_dropout`` 0.1): a dropped pair is
+scored, for policy and reference alike, under the unconditional prompt its generator's guidance
+rows use (tiny: all-pad text; Show-o: the empty prompt; Janus: the pad-replaced prompt ids;
+LlamaGen: the learned null caption).
 
 Pairs hold image token lists or image paths. Paths need the backend's image encoder: the tiny
-patch tokenizer and Show-o's MAGVIT-v2 (``ShowoGenerator.encode``) have one; ``JanusGenerator``
-exposes none and LlamaGen's VQ loads decoder-only, so their pair files must hold token lists
-(the codes the generator sampled).
+patch tokenizer, Show-o's MAGVIT-v2 (``ShowoGenerator.encode``) and Janus's VQ
+(``JanusGenerator.encode``) have one; LlamaGen's VQ loads decoder-only, so its pair files must hold
+token lists (the codes the generator sampled).
 
 The real backends hand the trainer a ``LikelihoodModule``: the generator's model registered as a
 submodule, with the backend's likelihood as ``forward``. DDP arms its gradient all-reduce in
@@ -76,9 +81,8 @@ class Backend(Protocol):
     generation: GenerationConfig
     """The generator's settings; ``weights`` is what the policy starts from."""
     order: str
-    """``mask`` (masked-token likelihood, ``MaskDraw.masked``) or ``raster`` (exact sequence likelihood)."""
-    text_dropout: bool
-    """Whether the likelihood applies ``MaskDraw.drop_text``; the trainer refuses ``cond_dropout > 0`` otherwise."""
+    """``mask`` (masked-token likelihood, ``MaskDraw.masked``) or ``raster`` (exact sequence likelihood); both
+    apply ``MaskDraw.drop_text``."""
     num_tokens: int
     """Image codes per image (set by ``load``)."""
 
@@ -127,6 +131,16 @@ def encode_side(values: list, num_tokens: int, codebook_size: int,
         chunk = paths[start:start + 512]
         codes[chunk] = encode_images([values[i] for i in chunk])
     return codes
+
+
+def encode_image_files(paths: list[str], size: int, encode: Callable[[torch.Tensor], torch.Tensor],
+                       backend: str) -> torch.Tensor:
+    """Codes ``long [P, N]`` (CPU) of the generator's own PNGs, ``size`` pixels square, through ``encode``."""
+    images = load_images(paths)
+    if tuple(images.shape[-2:]) != (size, size):
+        raise ValueError(f"{paths[0]}: {tuple(images.shape[-2:])} pixels, the {backend} image tokenizer expects "
+                         f"{size}x{size} (the generator's own outputs)")
+    return encode(images).cpu()
 
 
 def encode_records(records: list[dict], text: torch.Tensor | list[str], num_tokens: int, codebook_size: int,
@@ -186,8 +200,6 @@ def move_into(staged: Path, out: Path, marker: str) -> None:
 # -- tiny (the shapes world) -----------------------------------------------------------------------
 class TinyBackend:
     """The shapes-world generator, as ``dpo.train`` trained it before the adapters existed."""
-
-    text_dropout = True
 
     def __init__(self, generation: GenerationConfig, reference: str):
         if generation.order not in TINY_SCORERS:
@@ -257,7 +269,6 @@ class ShowoBackend:
     """Show-o's phi trained on the masked-token likelihood (upstream training/train_dpo.py trains the same)."""
 
     order = "mask"
-    text_dropout = True
 
     def __init__(self, generation: GenerationConfig, reference: str):
         self.generation, self.reference = generation, reference
@@ -282,12 +293,7 @@ class ShowoBackend:
 
     def encode_images(self, paths: list[str]) -> torch.Tensor:
         """MAGVIT-v2 codes of the generator's own PNGs (``ShowoGenerator.encode``)."""
-        images = load_images(paths)
-        size = self.generator.image_size
-        if tuple(images.shape[-2:]) != (size, size):
-            raise ValueError(f"{paths[0]}: {tuple(images.shape[-2:])} pixels, Show-o's tokenizer expects {size}x{size} "
-                             "(the generator's own outputs)")
-        return self.generator.encode(images).cpu()
+        return encode_image_files(paths, self.generator.image_size, self.generator.encode, "showo")
 
     def pair_logprobs(self, model: nn.Module, pairs: Pairs, draw: MaskDraw):
         return pair_logprobs(call_module, model, pairs.text, pairs.chosen, pairs.rejected, draw)
@@ -313,9 +319,9 @@ class ShowoBackend:
 
 # -- Janus-Pro and LlamaGen ------------------------------------------------------------------------
 def raster_pair_logprobs(model: nn.Module, pairs: Pairs, draw: MaskDraw):
-    """Chosen and rejected in one forward of ``2B`` rows (``raster_backend_logprob`` through ``model``)."""
-    assert not draw.drop_text.any(), "the trainer refuses text dropout for backends without it"
-    logp, counts = model(pairs.text + pairs.text, torch.cat([pairs.chosen, pairs.rejected]))
+    """Chosen and rejected in one forward of ``2B`` rows (``raster_backend_logprob`` through ``model``), both
+    halves with the pair's text dropout."""
+    logp, counts = model(pairs.text + pairs.text, torch.cat([pairs.chosen, pairs.rejected]), draw.drop_text.repeat(2))
     b = len(pairs.chosen)
     return logp[:b], logp[b:], counts[:b], counts[b:]
 
@@ -324,8 +330,6 @@ class JanusBackend:
     """Janus-Pro's generation path (language model + image-generation embeddings, aligner, head)."""
 
     order = "raster"
-    text_dropout = False
-    """``JanusGenerator.sequence_logprob`` scores the conditional prompt only (no unconditional rows)."""
     TRAINED = ("model.language_model", "model.generation_embeddings", "model.generation_aligner",
                "model.generation_head")
     """Everything else (SigLIP encoder, its aligner, the VQ, the text ``lm_head``) is unused by text-to-image and
@@ -352,7 +356,11 @@ class JanusBackend:
 
     def encode(self, records: list[dict]) -> Pairs:
         return encode_records(records, [r["prompt"] for r in records], self.num_tokens,
-                              self.generator.model.config.vq_config.num_embeddings, None, "janus")
+                              self.generator.model.config.vq_config.num_embeddings, self.encode_images, "janus")
+
+    def encode_images(self, paths: list[str]) -> torch.Tensor:
+        """VQ codes of the generator's own PNGs (``JanusGenerator.encode``)."""
+        return encode_image_files(paths, self.generator.image_size, self.generator.encode, "janus")
 
     def pair_logprobs(self, model: nn.Module, pairs: Pairs, draw: MaskDraw):
         return raster_pair_logprobs(model, pairs, draw)
@@ -377,8 +385,6 @@ class LlamaGenBackend:
     """The LlamaGen GPT (caption projection, embeddings, blocks, head); T5 and the VQ stay frozen."""
 
     order = "raster"
-    text_dropout = False
-    """``LlamaGenGenerator.sequence_logprob`` scores the caption only (no ``uncond_embedding`` rows)."""
 
     def __init__(self, generation: GenerationConfig, reference: str):
         """T5 folder, image size, heads: ``generation.llamagen`` (``generation.config.LlamaGenOptions``)."""

@@ -147,8 +147,11 @@ def showo_masked_logprob(generator, text: torch.Tensor, codes: torch.Tensor,
 
 
 # -- Janus-Pro and LlamaGen (generation/janus.py, generation/llamagen.py) --------------------------
-def raster_backend_logprob(generator, prompts: list[str], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact sequence log-likelihood of a raster backend that has ``sequence_logprob(prompts, tokens)``
-    (Janus-Pro: ``generation/janus.py``; LlamaGen: ``generation/llamagen.py``) and the token counts."""
-    logp = generator.sequence_logprob(prompts, tokens)
+def raster_backend_logprob(generator, prompts: list[str], tokens: torch.Tensor,
+                           drop_text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact sequence log-likelihood of a raster backend that has ``sequence_logprob(prompts, tokens,
+    drop_text)`` (Janus-Pro: ``generation/janus.py``; LlamaGen: ``generation/llamagen.py``) and the token
+    counts. ``drop_text`` (``bool [B]``, None = no dropout): rows scored under the backend's unconditional
+    prompt, the one its guidance rows use."""
+    logp = generator.sequence_logprob(prompts, tokens, drop_text)
     return logp, torch.full((len(tokens),), tokens.shape[1], device=logp.device)

@@ -17,27 +17,27 @@ world, the default), ``showo``, ``janus``, ``llamagen``. Run from the repo root:
         --config config.yaml --pairs work/pairs_iter.jsonl --init ckpts/dpo --out ckpts/dpo_iter
     python main.py --config config.yaml --dpo_model ckpts/dpo_iter   # or generation.weights=ckpts/dpo_iter
 
-    # Janus-Pro (configs/janus.yaml; pairs hold token lists; float32 training, no text dropout)
+    # Janus-Pro (configs/janus.yaml; pairs name the generator's PNGs (its VQ encodes them) or hold
+    # token lists; float32 training)
     accelerate launch --config_file dpo/accelerate_ddp.yaml -m dpo.train --backend janus \\
-        --config configs/janus.yaml --pairs work/pairs_tokens.jsonl --out ckpts/janus_dpo \\
-        --cond-dropout 0 generation.dtype=float32
+        --config configs/janus.yaml --pairs work/pairs.jsonl --out ckpts/janus_dpo generation.dtype=float32
     torchrun --nproc_per_node=8 main.py --config configs/janus.yaml --dpo_model ckpts/janus_dpo
 
-    # LlamaGen (configs/llamagen.yaml; same constraints as Janus; the result is one .pt file;
-    # generation.llamagen.text_encoder=DIR etc. as in main.py)
+    # LlamaGen (configs/llamagen.yaml; pairs hold token lists: its VQ loads decoder-only; float32
+    # training; the result is OUT/t2i_dpo.pt; generation.llamagen.text_encoder=DIR etc. as in main.py)
     accelerate launch --config_file dpo/accelerate_ddp.yaml -m dpo.train --backend llamagen \\
         --config configs/llamagen.yaml --pairs work/pairs_tokens.jsonl --out ckpts/llamagen_dpo \\
-        --cond-dropout 0 generation.dtype=float32
-    torchrun --nproc_per_node=8 main.py --config configs/llamagen.yaml generation.weights=ckpts/llamagen_dpo/t2i_dpo.pt
+        generation.dtype=float32
+    torchrun --nproc_per_node=8 main.py --config configs/llamagen.yaml --dpo_model ckpts/llamagen_dpo
 
 The generator comes from the ``generation:`` section of ``--config`` (default: the backend's preset,
 ``dpo.backends.PRESETS``) with positional ``generation.KEY=VALUE`` overrides, as in main.py;
 ``--init`` sets ``generation.weights``. ``--reference`` (same kind of weights) defaults to ``--init``
 (the paper: policy and frozen reference both start from the round's starting model). The result is
-written in the backend's own checkpoint layout, so ``generation.weights=OUT`` (LlamaGen:
-``OUT/t2i_dpo.pt``) or ``--dpo_model OUT`` loads it. Weights train in float32 (``generation.dtype``
-must say so; accelerate's ``mixed_precision`` stays ``no``, see dpo/accelerate_ddp.yaml). Janus and
-LlamaGen need ``--cond-dropout 0``: their ``sequence_logprob`` has no unconditional rows yet.
+written in the backend's own checkpoint layout, so ``generation.weights=OUT`` or ``--dpo_model OUT``
+loads it. Weights train in float32 (``generation.dtype`` must say so; accelerate's ``mixed_precision``
+stays ``no``, see dpo/accelerate_ddp.yaml). ``--cond-dropout`` (0.1) applies to every backend: a
+dropped pair is scored under the unconditional prompt of the generator's guidance rows.
 Under FSDP (dpo/accelerate_fsdp.yaml) set ``fsdp_transformer_layer_cls_to_wrap`` to the backend's
 block: ``Block`` (tiny), ``PhiDecoderLayer`` (Show-o), ``LlamaDecoderLayer`` (Janus), ``TransformerBlock``
 (LlamaGen).
@@ -258,13 +258,9 @@ def build_backend(cfg: TrainConfig) -> Backend:
     return BACKENDS[cfg.backend](generation, cfg.reference or generation.weights)
 
 
-def check_config(cfg: TrainConfig, backend: Backend) -> None:
+def check_config(cfg: TrainConfig) -> None:
     if cfg.batch_size < 1 or cfg.beta <= 0:
         raise ValueError("--batch-size must be >= 1 and --beta > 0")
-    if cfg.cond_dropout > 0 and not backend.text_dropout:
-        raise ValueError(f"--backend {cfg.backend} scores the conditional prompt only (its generator's "
-                         f"sequence_logprob has no unconditional rows), so text dropout is not available; "
-                         f"pass --cond-dropout 0")
 
 
 def train(cfg: TrainConfig, accelerator=None, backend: Backend | None = None) -> dict | None:
@@ -277,7 +273,7 @@ def train(cfg: TrainConfig, accelerator=None, backend: Backend | None = None) ->
     from accelerate.utils import DistributedType
 
     backend = backend or build_backend(cfg)
-    check_config(cfg, backend)
+    check_config(cfg)
     out = Path(cfg.out)
     # Without CUDA, cpu=True is what makes accelerate join a launcher's gloo group (MULTI_CPU).
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())

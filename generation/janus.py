@@ -28,6 +28,9 @@ checks that both give the same tokens on a tiny random Janus.
   would leak into the finished rows through the decoder's attention and GroupNorm. A strip is not
   pixel-identical to the same rows of the final image for the same reason (its GroupNorm and
   attention see only the strip); once every row is finished the preview equals ``finish``.
+- DPO (dpo/backends.py): ``sequence_logprob`` is the exact teacher-forced log-likelihood, optionally
+  under the unconditional prompt (text dropout); ``encode`` turns the generator's PNGs back into
+  codes through the VQ encoder.
 - PARM++ self-correction: ``restart`` / ``final_tokens`` (the extension generation/refine.py looks
   for) replay the kept rows into the KV cache, code by code as ``step`` feeds them, and decode the
   rest again (a raster model cannot condition on later codes).
@@ -214,13 +217,42 @@ class JanusGenerator:
         latents = latents.view(len(tokens), rows, self.grid, -1).permute(0, 3, 1, 2).contiguous()
         return to_uint8(vq.decoder(vq.post_quant_conv(latents)))
 
-    def sequence_logprob(self, prompts: list[str], tokens: torch.Tensor) -> torch.Tensor:
-        """``float [B]``: log p(tokens | prompt) under the conditional model, teacher-forced, with gradients.
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``uint8 [B, 3, H, W]`` images (``H = W = image_size``) -> ``long [B, N]`` codes, the inverse of ``decode``.
+
+        transformers' VQ encoder and ``quant_conv`` (tf:modeling_janus.py ``JanusVQVAE.encode``), then the
+        nearest code after L2-normalising both the latents and the codebook, as the original quantizer
+        does (janus:janus/models/vq_model.py ``VectorQuantizer.forward``, ``codebook_l2_norm=True``).
+        transformers' ``JanusVQVAEVectorQuantizer.forward`` compares against the raw codebook, which picks
+        other codes whenever code norms differ; decoding normalises (``get_codebook_entry``), so the
+        normalised match is the one ``decode`` inverts. Pixels enter as ``x / 127.5 - 1``, the inverse of
+        ``to_uint8`` (janus:generation_inference.py:98-101).
+        """
+        if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != \
+                (3, self.image_size, self.image_size):
+            raise ValueError(f"Janus's VQ encodes uint8 [B, 3, {self.image_size}, {self.image_size}] images (the "
+                             f"generator's own outputs), got {images.dtype} {tuple(images.shape)}")
+        vq = self.model.model.vqmodel
+        pixels = images.to(self.device, vq.quant_conv.weight.dtype) / 127.5 - 1
+        latents = vq.quant_conv(vq.encoder(pixels)).flatten(2).transpose(1, 2)  # [B, N, C], raster order
+        codebook = F.normalize(vq.quantize.embedding.weight, p=2, dim=-1)
+        # Between unit vectors the smallest distance is the largest dot product.
+        return (F.normalize(latents, p=2, dim=-1) @ codebook.T).argmax(-1)
+
+    def sequence_logprob(self, prompts: list[str], tokens: torch.Tensor,
+                         drop_text: torch.Tensor | None = None) -> torch.Tensor:
+        """``float [B]``: log p(tokens | prompt), teacher-forced, with gradients.
 
         One forward over ``[prompt embeddings; generation embeddings of tokens]``; code ``j`` is scored
         by ``generation_head`` at the position before it, as in sampling (no guidance, temperature 1).
+        ``drop_text`` (``bool [B]``, None = all False): rows scored under the unconditional prompt, the
+        pad-replaced ids of the sampler's guidance rows (``_unconditional``, same attention mask): DPO's
+        text dropout trains the unconditional half of classifier-free guidance too.
         """
         ids, mask = self.encode_prompts(prompts)
+        if drop_text is not None:
+            ids = torch.where(drop_text.to(self.device)[:, None], self._unconditional(ids), ids)
         tokens = tokens.to(self.device).clone()  # a canvas's tokens are inference tensors; autograd refuses them
         embeds = torch.cat([self.model.get_input_embeddings()(ids),
                             self.model.prepare_embeddings_for_image_generation(tokens)], 1)

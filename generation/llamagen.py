@@ -39,15 +39,18 @@ sample_t2i.py + generate() on tiny random weights.
 
 Weights are never downloaded. ``generation.weights`` and ``generation.tokenizer`` name ``.pt`` files:
 a local path, or ``<folder or HF repo id>/<file>.pt`` resolved in the local Hugging Face cache, e.g.
-``peizesun/llamagen_t2i/t2i_XL_stage1_256.pt`` and ``peizesun/llamagen_t2i/vq_ds16_t2i.pt``. The
-text encoder (``generation.llamagen.text_encoder``, default ``google/flan-t5-xl``) is a folder or cached
-id holding a transformers T5 checkpoint and its tokenizer. Use:
+``peizesun/llamagen_t2i/t2i_XL_stage1_256.pt`` and ``peizesun/llamagen_t2i/vq_ds16_t2i.pt``; or a local
+folder holding exactly one checkpoint of the kind (``generation.weights=OUT`` or ``--dpo_model OUT`` for a
+``dpo.train`` output, whose GPT is ``OUT/t2i_dpo.pt``). The text encoder
+(``generation.llamagen.text_encoder``, default ``google/flan-t5-xl``) is a folder or cached id holding a
+transformers T5 checkpoint and its tokenizer. Use:
 
     torchrun --nproc_per_node=8 main.py --config configs/llamagen.yaml
     python -m pytest -q tests/test_llamagen.py      # tiny random LlamaGen + T5, CPU, seconds
 """
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -59,7 +62,7 @@ from transformers import AutoTokenizer, T5EncoderModel
 
 from generation.base import check_restart_inputs, clone_generators, raster_preview
 from generation.config import GenerationConfig, LlamaGenOptions
-from generation.llamagen_vq import VQDecoder, load_vq_decoder, read_checkpoint
+from generation.llamagen_vq import CHECKPOINT_ENTRIES, VQDecoder, load_vq_decoder, read_checkpoint
 from generation.maskgit import gumbel, per_row_uniform
 from hub import local_snapshot
 
@@ -67,6 +70,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 20, 1536: 24, 2048: 32, 2560: 40, 3200: 32, 4096: 32}
 """Attention heads of gpt.py's ``GPT_models`` (B, L, XL, XXL, 1B, XXXL, 3B, 7B), keyed by width:
 the head count is not recoverable from a checkpoint's shapes, the width is."""
+CHECKPOINT_KINDS = {"GPT": ("cls_embedding.uncond_embedding", "tok_embeddings.weight"),
+                    "VQ": ("quantize.embedding.weight", "decoder.conv_out.weight")}
+"""State-dict entries that tell a text-to-image GPT (class-to-image ones lack ``uncond_embedding``) and a VQ
+tokenizer apart; ``load_gpt`` and ``load_vq_decoder`` require them."""
 HOW_TO_GET_WEIGHTS = (
     "On a machine with internet access run `hf download peizesun/llamagen_t2i t2i_XL_stage1_256.pt "
     "vq_ds16_t2i.pt` and `hf download google/flan-t5-xl` into the Hugging Face cache (HF_HOME moves it), "
@@ -297,7 +304,7 @@ def infer_gpt_config(state: dict[str, torch.Tensor], num_heads: int, grid: int) 
 def load_gpt(path: Path, num_heads: int, grid: int, dtype: torch.dtype, device) -> LlamaGenGPT:
     """A LlamaGen T2I GPT checkpoint, loaded strictly, in ``dtype``, eval mode."""
     state = read_checkpoint(path, "LlamaGen GPT")
-    if "cls_embedding.uncond_embedding" not in state or "tok_embeddings.weight" not in state:
+    if not set(CHECKPOINT_KINDS["GPT"]) <= state.keys():
         raise ValueError(f"{path} is not a LlamaGen text-to-image GPT checkpoint (no cls_embedding.uncond_embedding "
                          f"/ tok_embeddings); class-to-image checkpoints (c2i_*.pt) are not supported")
     model = LlamaGenGPT(infer_gpt_config(state, num_heads, grid))
@@ -306,20 +313,48 @@ def load_gpt(path: Path, num_heads: int, grid: int, dtype: torch.dtype, device) 
 
 
 # -- files -----------------------------------------------------------------------------------------
-def resolve_file(spec: str, setting: str) -> Path:
-    """A ``.pt`` file: ``spec`` itself, or ``<folder or HF id>/<file>`` found locally (never downloaded)."""
+def resolve_file(spec: str, setting: str, kind: str) -> Path:
+    """A ``.pt`` file: ``spec`` itself; the one checkpoint of ``kind`` (a key of ``CHECKPOINT_KINDS``) in the
+    local folder ``spec`` (e.g. a ``dpo.train`` output, whose GPT is ``t2i_dpo.pt``); or ``<folder or HF
+    id>/<file>`` found locally (never downloaded)."""
     path = Path(spec)
     if path.is_file():
         return path
+    if path.is_dir():
+        return checkpoint_in_folder(path, setting, kind)
     if path.suffix != ".pt" or len(path.parts) < 2:
         raise ValueError(f"{setting}={spec!r} must name a LlamaGen .pt file (a path, or <folder or HF repo id>/"
-                         f"<file>.pt). {HOW_TO_GET_WEIGHTS}")
+                         f"<file>.pt) or a local folder holding one. {HOW_TO_GET_WEIGHTS}")
     folder = Path(local_snapshot(str(path.parent), lambda invalid, cache: ValueError(
         f"{setting}={spec!r}: {str(path.parent)!r} is neither a local folder nor a model in the Hugging Face "
         f"cache ({cache}); weights are never downloaded here. {HOW_TO_GET_WEIGHTS}")))
     if not (folder / path.name).is_file():
         raise ValueError(f"{setting}={spec!r}: {folder} has no {path.name}. {HOW_TO_GET_WEIGHTS}")
     return folder / path.name
+
+
+def checkpoint_in_folder(folder: Path, setting: str, kind: str) -> Path:
+    """The single ``*.pt`` file directly in ``folder`` that is a LlamaGen ``kind`` checkpoint."""
+    files = sorted(folder.glob("*.pt"))
+    found = [f for f in files if set(CHECKPOINT_KINDS[kind]) <= checkpoint_keys(f)]
+    if not found:
+        raise ValueError(f"{setting}={str(folder)!r}: none of its .pt files ({[f.name for f in files]}) is a LlamaGen "
+                         f"{kind} checkpoint; name the folder that holds it, or the file. {HOW_TO_GET_WEIGHTS}")
+    if len(found) > 1:
+        raise ValueError(f"{setting}={str(folder)!r} is ambiguous: {[f.name for f in found]} are all LlamaGen {kind} "
+                         f"checkpoints; name one file, e.g. {setting}={folder / found[0].name}")
+    return found[0]
+
+
+def checkpoint_keys(path: Path) -> set[str]:
+    """The state-dict names inside a LlamaGen ``.pt`` file, memory-mapped: tensor data is not read.
+
+    The entries and the allow-listed ``argparse.Namespace`` are those of ``llamagen_vq.read_checkpoint``.
+    """
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    entry = next((e for e in CHECKPOINT_ENTRIES if isinstance(raw, dict) and e in raw), None)
+    return set(raw[entry]) if entry is not None and isinstance(raw[entry], dict) else set()
 
 
 def text_encoder_folder(name_or_path: str) -> str:
@@ -400,14 +435,15 @@ class LlamaGenGenerator:
         _check_config(cfg, options)
         self.cfg, self.options, self.device = cfg, options, torch.device(device)
         dtype = DTYPES[cfg.dtype]
-        self.vq: VQDecoder = load_vq_decoder(resolve_file(cfg.tokenizer, "generation.tokenizer"), self.device)
+        self.vq: VQDecoder = load_vq_decoder(resolve_file(cfg.tokenizer, "generation.tokenizer", "VQ"),
+                                               self.device)
         self.patch = self.vq.cfg.downsample
         if options.image_size % self.patch:
             raise ValueError(f"generation.llamagen.image_size={options.image_size} is not a multiple of the VQ's "
                              f"{self.patch}-pixel codes")
         self.grid = options.image_size // self.patch
-        self.model = load_gpt(resolve_file(cfg.weights, "generation.weights"), options.num_heads, self.grid,
-                              dtype, self.device)
+        self.model = load_gpt(resolve_file(cfg.weights, "generation.weights", "GPT"), options.num_heads,
+                              self.grid, dtype, self.device)
         if self.model.cfg.vocab_size != self.vq.cfg.codebook_size:
             raise ValueError(f"the GPT predicts {self.model.cfg.vocab_size} codes but the VQ tokenizer has "
                              f"{self.vq.cfg.codebook_size}; pair t2i_*.pt with vq_ds16_t2i.pt")
@@ -530,13 +566,20 @@ class LlamaGenGenerator:
         features = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         return left_pad(features.to(self.model.output.weight.dtype), mask)
 
-    def sequence_logprob(self, prompts: list[str], tokens: torch.Tensor) -> torch.Tensor:
-        """``float [B]``: log p(tokens | prompt) under the conditional model, teacher-forced, with gradients.
+    def sequence_logprob(self, prompts: list[str], tokens: torch.Tensor,
+                         drop_text: torch.Tensor | None = None) -> torch.Tensor:
+        """``float [B]``: log p(tokens | prompt), teacher-forced, with gradients.
 
         One forward over ``[caption embeddings; code embeddings of tokens[:, :-1]]`` with the sampling
         mask; code ``j`` is scored at the position before it, as in sampling (no guidance, temperature 1).
+        ``drop_text`` (``bool [B]``, None = all False): rows whose caption is the learned null caption
+        ``uncond_embedding`` under the prompt's own text mask, as the sampler's guidance rows are built and
+        as training drops captions (gpt.py ``CaptionEmbedder.token_drop``).
         """
         features, text_mask = self.encode_text(prompts)
+        if drop_text is not None:
+            null = self.model.cls_embedding.uncond_embedding.expand_as(features)
+            features = torch.where(drop_text.to(self.device)[:, None, None], null, features)
         tokens = tokens.to(self.device).clone()  # a canvas's tokens are inference tensors; autograd refuses them
         embeds = torch.cat([self.model.cls_embedding(features), self.model.tok_embeddings(tokens[:, :-1])], 1)
         hidden = self.model(embeds, 0, attention_mask(text_mask, 0, embeds.shape[1]), None)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dpo.likelihood import MaskDraw
 from dpo.train import TrainConfig, build_backend, main, parse_args, train
 from generation.config import GenerationConfig
 from generation.showo import ShowoGenerator
@@ -22,6 +23,8 @@ from test_showo import checkpoint  # noqa: F401  (fixture: tiny Show-o + MAGVIT-
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["a photo of red cat", "two dog and a cat", "the green dog", "a blue cat"]  # words of test_showo's vocab
+RASTER_DROPOUT = 0.25
+"""Text dropout of the Janus/LlamaGen runs: the seed's draws drop 3 of the 6 rows of 3 steps of 2 pairs."""
 
 
 def write_pairs(path, num_tokens: int, codebook_size: int, seed: int = 0):
@@ -58,7 +61,7 @@ def showo_case(checkpoint, tmp_path):
 
 def janus_case(janus_weights, tmp_path):
     cfg = settings(write_pairs(tmp_path / "pairs.jsonl", 16, 64), tmp_path / "out", backend="janus",
-                   init=str(janus_weights), overrides=["generation.dtype=float32"], cond_dropout=0.0)
+                   init=str(janus_weights), overrides=["generation.dtype=float32"], cond_dropout=RASTER_DROPOUT)
     trainable = ("model.language_model.", "model.generation_embeddings.", "model.generation_aligner.",
                  "model.generation_head.")  # not: vision_model, aligner, vqmodel, lm_head
     return cfg, make_janus, lambda name: name.startswith(trainable), []
@@ -66,7 +69,7 @@ def janus_case(janus_weights, tmp_path):
 
 def llamagen_case(folder, tmp_path):
     cfg = settings(write_pairs(tmp_path / "pairs.jsonl", 16, 64), tmp_path / "out", backend="llamagen",
-                   init=str(folder / "t2i_tiny.pt"), cond_dropout=0.0,
+                   init=str(folder / "t2i_tiny.pt"), cond_dropout=RASTER_DROPOUT,
                    overrides=[f"generation.tokenizer={folder / 'vq_tiny.pt'}", "generation.dtype=float32",
                               f"generation.llamagen.text_encoder={folder / 't5'}", "generation.llamagen.image_size=8",
                               f"generation.llamagen.num_heads={HEADS}"])
@@ -85,9 +88,11 @@ def case(request, tmp_path):
     return llamagen_case(request.getfixturevalue("llamagen_weights"), tmp_path)
 
 
-def output_weights(cfg: TrainConfig) -> str:
-    """What generation.weights names to load the result (a folder; LlamaGen: its .pt file)."""
-    return f"{cfg.out}/t2i_dpo.pt" if cfg.backend == "llamagen" else cfg.out
+def save_pngs(images: torch.Tensor, folder: Path) -> list[str]:
+    paths = [str(folder / f"{i}.png") for i in range(len(images))]
+    for path, image in zip(paths, images):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+    return paths
 
 
 def read_log(out: Path) -> list[dict]:
@@ -111,7 +116,7 @@ def test_dpo_trains_a_real_backend_and_saves_it_in_its_own_format(case):
     assert not (out / "checkpoint").exists()
 
     trained = {k: v.detach().clone() for k, v in backend.generator.model.state_dict().items()}
-    loaded = load(output_weights(cfg))  # the backend's own loader reads the result
+    loaded = load(cfg.out)  # the backend's own loader reads the output folder (LlamaGen: finds t2i_dpo.pt)
     assert loaded.model.state_dict().keys() == trained.keys()
     assert all(torch.equal(v, trained[k]) for k, v in loaded.model.state_dict().items())
 
@@ -155,9 +160,7 @@ def test_showo_pairs_may_name_images_encoded_by_magvit(checkpoint, tmp_path):
     backend = build_backend(cfg)
     backend.load(torch.device("cpu"))
     images = torch.randint(0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    paths = [str(tmp_path / f"{i}.png") for i in range(2)]
-    for path, image in zip(paths, images):
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+    paths = save_pngs(images, tmp_path)
     tokens = list(range(16))
     pairs = backend.encode([{"prompt": "a red cat", "chosen": paths[0], "rejected": tokens, "weight": 1.0},
                             {"prompt": "a dog", "chosen": tokens, "rejected": paths[1], "weight": 2.0}])
@@ -172,21 +175,63 @@ def test_showo_pairs_may_name_images_encoded_by_magvit(checkpoint, tmp_path):
         backend.encode([{"prompt": "a", "chosen": [16] * 16, "rejected": tokens, "weight": 1.0}])
 
 
-def test_raster_pairs_need_token_lists(janus_weights, tmp_path):
+def test_janus_pairs_may_name_images_encoded_by_its_vq(janus_weights, tmp_path):
     cfg, _, _, _ = janus_case(janus_weights, tmp_path)
+    backend = build_backend(cfg)
+    backend.load(torch.device("cpu"))
+    codes = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    images = backend.generator.decode(codes)  # the generator's own 8x8 outputs
+    paths = save_pngs(images, tmp_path)
+    tokens = list(range(16))
+    pairs = backend.encode([{"prompt": "a red cat", "chosen": paths[0], "rejected": tokens, "weight": 1.0},
+                            {"prompt": "a dog", "chosen": tokens, "rejected": paths[1], "weight": 2.0}])
+    encoded = backend.generator.encode(images)
+    assert pairs.chosen.tolist() == [encoded[0].tolist(), tokens]
+    assert pairs.rejected.tolist() == [tokens, encoded[1].tolist()]
+    assert pairs.text == ["a red cat", "a dog"] and pairs.weight.tolist() == [1.0, 2.0]
+    (tmp_path / "big").mkdir()
+    big = save_pngs(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), tmp_path / "big")[0]
+    with pytest.raises(ValueError, match="8x8"):
+        backend.encode([{"prompt": "a", "chosen": big, "rejected": tokens, "weight": 1.0}])
+
+
+def test_llamagen_pairs_need_token_lists(llamagen_weights, tmp_path):
+    cfg, _, _, _ = llamagen_case(llamagen_weights, tmp_path)
     backend = build_backend(cfg)
     backend.load(torch.device("cpu"))
     with pytest.raises(ValueError, match="image token lists"):
         backend.encode([{"prompt": "a cup", "chosen": "x.png", "rejected": list(range(16)), "weight": 1.0}])
 
 
+@pytest.mark.parametrize("name", ["janus", "llamagen"])
+def test_raster_adapters_score_dropped_text_unconditionally(name, request, tmp_path):
+    cfg, _, _, _ = (janus_case(request.getfixturevalue("janus_weights"), tmp_path) if name == "janus"
+                    else llamagen_case(request.getfixturevalue("llamagen_weights"), tmp_path))
+    backend = build_backend(cfg)
+    policy, _ = backend.load(torch.device("cpu"))
+    gen = torch.Generator().manual_seed(2)
+    pairs = backend.encode([{"prompt": p, "chosen": torch.randint(0, 64, (16,), generator=gen).tolist(),
+                             "rejected": torch.randint(0, 64, (16,), generator=gen).tolist(), "weight": 1.0}
+                            for p in PROMPTS[:2]])
+    drop = torch.tensor([True, False])
+    with torch.no_grad():
+        logp_c, logp_r, n_c, n_r = backend.pair_logprobs(policy, pairs, MaskDraw(None, drop))
+        kept_c, _, _, _ = backend.pair_logprobs(policy, pairs, MaskDraw(None, torch.zeros(2, dtype=torch.bool)))
+        expected_c = backend.generator.sequence_logprob(pairs.text, pairs.chosen, drop)
+        expected_r = backend.generator.sequence_logprob(pairs.text, pairs.rejected, drop)
+    torch.testing.assert_close(logp_c, expected_c, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logp_r, expected_r, rtol=1e-5, atol=1e-5)
+    assert n_c.tolist() == n_r.tolist() == [16, 16]
+    assert abs(logp_c[0] - kept_c[0]) > 1e-3  # row 0 dropped: its prompt no longer conditions it
+    torch.testing.assert_close(logp_c[1], kept_c[1], rtol=1e-5, atol=1e-5)
+
+
 def test_bad_settings_exit_2_with_a_message(janus_weights, tmp_path, capsys):
     pairs = write_pairs(tmp_path / "pairs.jsonl", 16, 64)
     base = ["--pairs", str(pairs), "--out", str(tmp_path / "o"), "--backend", "janus", "--init", str(janus_weights)]
-    cases = {"text dropout is not available": base + ["generation.dtype=float32"],  # default --cond-dropout 0.1
-             "generation.dtype=float32": base + ["--cond-dropout", "0"],  # the preset's bfloat16
-             "outside generation": base + ["run.seed=1", "--cond-dropout", "0"],
-             "not --backend janus": base + ["--config", str(REPO / "config.yaml"), "--cond-dropout", "0"],
+    cases = {"generation.dtype=float32": base,  # the preset's bfloat16
+             "outside generation": base + ["run.seed=1"],
+             "not --backend janus": base + ["--config", str(REPO / "config.yaml")],
              "unknown --backend": ["--pairs", str(pairs), "--out", str(tmp_path / "o"), "--backend", "dalle"]}
     for message, argv in cases.items():
         assert main(argv) == 2

@@ -190,30 +190,83 @@ def test_uint8_conversion_truncates_like_janus():
     assert to_uint8(pixels).tolist() == [0, 127, 255, 255, 0, 254]  # 127.5 -> 127, 254.87 -> 254
 
 
+def forced_logprobs(gen, prompts, codes, monkeypatch):
+    """By hand: run the sampling loop with its draws replaced by ``codes``, adding up log_softmax of the
+    conditional and of the unconditional (guidance-row) generation-head logits at every slot."""
+    cond_sum, uncond_sum, slot = torch.zeros(len(prompts)), torch.zeros(len(prompts)), iter(range(codes.shape[1]))
+
+    def forced(cond, uncond, gens):
+        j = next(slot)
+        cond_sum.add_(cond.log_softmax(-1).gather(-1, codes[:, j: j + 1]).squeeze(-1))
+        uncond_sum.add_(uncond.log_softmax(-1).gather(-1, codes[:, j: j + 1]).squeeze(-1))
+        return codes[:, j]
+
+    monkeypatch.setattr(gen, "sample", forced)
+    canvas = gen.start(prompts, generators(len(prompts)))
+    while canvas.step_index < gen.num_steps:
+        canvas = gen.step(canvas)
+    monkeypatch.undo()
+    assert torch.equal(canvas.tokens, codes)
+    return canvas.tokens, cond_sum, uncond_sum
+
+
 def test_sequence_logprob_is_the_teacher_forced_sum_and_has_gradients(weights, monkeypatch):
     gen = make(weights, rows_per_step=4)
     prompts = PROMPTS[:2]  # different lengths
     codes = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(3))
-
-    # By hand: run the sampling loop with its draws replaced by `codes`, adding up
-    # log_softmax of the conditional generation-head logits at every slot.
-    expected, slot = torch.zeros(2), iter(range(16))
-
-    def forced(cond, uncond, gens):
-        j = next(slot)
-        expected.add_(cond.log_softmax(-1).gather(-1, codes[:, j: j + 1]).squeeze(-1))
-        return codes[:, j]
-
-    monkeypatch.setattr(gen, "sample", forced)
-    canvas = gen.step(gen.start(prompts, generators(2)))
-    assert torch.equal(canvas.tokens, codes)
-    total = gen.sequence_logprob(prompts, canvas.tokens)  # tokens made under inference_mode, as in DPO
+    tokens, expected, _ = forced_logprobs(gen, prompts, codes, monkeypatch)
+    total = gen.sequence_logprob(prompts, tokens)  # tokens made under inference_mode, as in DPO
     assert total.shape == (2,) and (total < 0).all()
     torch.testing.assert_close(total.detach(), expected, rtol=1e-4, atol=1e-4)
 
     total.sum().backward()
     assert gen.model.model.generation_head.vision_head.weight.grad.abs().sum() > 0
     assert gen.model.model.language_model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_dropped_text_is_scored_with_the_guidance_rows_prompt(weights, monkeypatch):
+    gen = make(weights, rows_per_step=2)
+    prompts = PROMPTS  # three lengths: left padding in both guidance halves
+    codes = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(4))
+    tokens, cond, uncond = forced_logprobs(gen, prompts, codes, monkeypatch)
+    assert (cond - uncond).abs().min() > 1e-2  # the two prompts really score differently
+    with torch.no_grad():
+        plain = gen.sequence_logprob(prompts, tokens)
+        dropped = gen.sequence_logprob(prompts, tokens, torch.tensor([True, False, True]))
+        none = gen.sequence_logprob(prompts, tokens, torch.zeros(3, dtype=torch.bool))
+    torch.testing.assert_close(plain, cond, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dropped, torch.stack([uncond[0], cond[1], uncond[2]]), rtol=1e-4, atol=1e-4)
+    assert torch.equal(dropped[1], plain[1]) and torch.equal(none, plain)  # None = no row dropped
+
+
+def test_encode_quantizes_through_the_vq_encoder(weights):
+    gen = make(weights)
+    codes = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(5))
+    images = gen.decode(codes)
+    encoded = gen.encode(images)
+    assert encoded.shape == (3, 16) and encoded.dtype == torch.long
+    assert ((encoded >= 0) & (encoded < 64)).all() and len(set(encoded.flatten().tolist())) > 1
+    assert torch.equal(gen.encode(images), encoded)  # deterministic
+    assert torch.equal(gen.encode(images[1:2]), encoded[1:2])  # a row does not depend on the others
+
+    # The original quantizer compares unit vectors, so the codebook's row norms change nothing (decode
+    # normalises too); transformers' quantizer uses raw rows and agrees once every row has unit length.
+    vq = gen.model.model.vqmodel
+    pixels = images.float() / 127.5 - 1
+    with torch.no_grad():
+        norms = torch.rand(64, 1, generator=torch.Generator().manual_seed(6)) * 3 + 0.1
+        vq.quantize.embedding.weight.mul_(norms)
+        assert torch.equal(gen.encode(images), encoded)
+        assert (gen.decode(codes).int() - images.int()).abs().max() <= 1  # float rounding of the norms only
+        assert not torch.equal(vq.encode(pixels).image_tokens.view(3, -1), encoded)  # raw-norm distances
+        vq.quantize.embedding.weight.div_(vq.quantize.embedding.weight.norm(dim=-1, keepdim=True))
+        theirs = vq.encode(pixels).image_tokens.view(3, -1)
+    assert torch.equal(encoded, theirs)
+
+    with pytest.raises(ValueError, match=r"uint8 \[B, 3, 8, 8\]"):
+        gen.encode(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        gen.encode(images.float())
 
 
 def test_errors_name_the_problem(weights, tmp_path):

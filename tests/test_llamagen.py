@@ -10,6 +10,7 @@ sequence every step, generate()'s mask) and draws each code like ``torch.multino
 from the candidate's own generator (Gumbel-max on ``log probs``), so both must agree token for token.
 """
 import argparse
+import shutil
 import string
 
 import pytest
@@ -385,28 +386,73 @@ def test_uint8_conversion_rounds_like_save_image():
     assert to_uint8(pixels).tolist() == [0, 128, 255, 255, 0, 254, 191]
 
 
+def forced_logprobs(gen, prompts, codes, monkeypatch):
+    """By hand: run the guided sampling loop with its draws replaced by ``codes``, adding up log_softmax of
+    the conditional rows' and of the guidance (null caption) rows' logits at every slot."""
+    b = len(prompts)
+    assert gen.halves == 2
+    cond_sum, uncond_sum = torch.zeros(b), torch.zeros(b)
+
+    def forced(logits, slot, gens):
+        cond_sum.add_(logits[:b].log_softmax(-1).gather(-1, codes[:, slot: slot + 1]).squeeze(-1))
+        uncond_sum.add_(logits[b:].log_softmax(-1).gather(-1, codes[:, slot: slot + 1]).squeeze(-1))
+        return codes[:, slot]
+
+    monkeypatch.setattr(gen, "sample", forced)
+    canvas = run(gen, prompts, generators(b))
+    monkeypatch.undo()
+    assert torch.equal(canvas.tokens, codes)
+    return canvas.tokens, cond_sum, uncond_sum
+
+
 def test_sequence_logprob_is_the_teacher_forced_sum_and_has_gradients(weights, monkeypatch):
     gen = make(weights, guidance_scale=3.0, rows_per_step=4)
     prompts = PROMPTS[:2]
     codes = torch.randint(0, VOCAB, (2, N), generator=torch.Generator().manual_seed(3))
-
-    # By hand: run the sampling loop with its draws replaced by `codes`, adding up log_softmax of
-    # the conditional rows' logits at every slot.
-    expected = torch.zeros(2)
-
-    def forced(logits, slot, gens):
-        expected.add_(logits[:2].log_softmax(-1).gather(-1, codes[:, slot: slot + 1]).squeeze(-1))
-        return codes[:, slot]
-
-    monkeypatch.setattr(gen, "sample", forced)
-    canvas = gen.step(gen.start(prompts, generators(2)))
-    assert torch.equal(canvas.tokens, codes)
-    total = gen.sequence_logprob(prompts, canvas.tokens)  # tokens made under inference_mode, as in DPO
+    tokens, expected, _ = forced_logprobs(gen, prompts, codes, monkeypatch)
+    total = gen.sequence_logprob(prompts, tokens)  # tokens made under inference_mode, as in DPO
     assert total.shape == (2,) and (total < 0).all()
     torch.testing.assert_close(total.detach(), expected, rtol=1e-4, atol=1e-4)
     total.sum().backward()
     assert gen.model.output.weight.grad.abs().sum() > 0
     assert gen.model.cls_embedding.cap_proj.fc1.weight.grad.abs().sum() > 0
+
+
+def test_dropped_text_is_scored_with_the_null_caption_of_the_guidance_rows(weights, monkeypatch):
+    gen = make(weights, guidance_scale=3.0, rows_per_step=2)
+    codes = torch.randint(0, VOCAB, (3, N), generator=torch.Generator().manual_seed(4))
+    tokens, cond, uncond = forced_logprobs(gen, PROMPTS, codes, monkeypatch)  # three text masks
+    assert (cond - uncond).abs().min() > 1e-2  # caption and null caption really score differently
+    with torch.no_grad():
+        plain = gen.sequence_logprob(PROMPTS, tokens)
+        dropped = gen.sequence_logprob(PROMPTS, tokens, torch.tensor([False, True, True]))
+        none = gen.sequence_logprob(PROMPTS, tokens, torch.zeros(3, dtype=torch.bool))
+    torch.testing.assert_close(plain, cond, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dropped, torch.stack([cond[0], uncond[1], uncond[2]]), rtol=1e-4, atol=1e-4)
+    assert torch.equal(dropped[0], plain[0]) and torch.equal(none, plain)  # None = no row dropped
+
+
+def test_weights_may_name_a_folder_holding_one_checkpoint(weights, tmp_path):
+    gen = make(weights, weights=str(weights), tokenizer=str(weights))  # t2i_tiny.pt and vq_tiny.pt side by side
+    reference = make(weights)
+    assert all(torch.equal(v, reference.model.state_dict()[k]) for k, v in gen.model.state_dict().items())
+    assert torch.equal(gen.vq.quantize.embedding.weight, reference.vq.quantize.embedding.weight)
+
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("a.pt", "b.pt"):
+        shutil.copy(weights / "t2i_tiny.pt", two / name)
+    with pytest.raises(ValueError, match=r"ambiguous: \['a.pt', 'b.pt'\] are all LlamaGen GPT"):
+        make(weights, weights=str(two))
+    only_vq = tmp_path / "only_vq"
+    only_vq.mkdir()
+    shutil.copy(weights / "vq_tiny.pt", only_vq / "vq.pt")
+    with pytest.raises(ValueError, match=r"none of its .pt files \(\['vq.pt'\]\) is a LlamaGen GPT"):
+        make(weights, weights=str(only_vq))
+    with pytest.raises(ValueError, match=r"none of its .pt files \(\['a.pt', 'b.pt'\]\) is a LlamaGen VQ"):
+        make(weights, tokenizer=str(two))
+    with pytest.raises(ValueError, match=r"none of its .pt files \(\[\]\)"):
+        make(weights, weights=str(weights / "t5"))
 
 
 def test_errors_name_the_problem(weights, tmp_path):
