@@ -160,10 +160,14 @@ def _affects_images(key: str) -> bool:
 def config_differences(old_yaml: str, new_yaml: str) -> list[str]:
     """``key: old -> new`` for every image-changing setting that differs between two resolved configs."""
     old, new = flatten(yaml.safe_load(old_yaml) or {}), flatten(yaml.safe_load(new_yaml))
+    # A setting added to the schema after the run was written is absent from its config.yaml; at its
+    # default it keeps the behaviour the run had (new settings default to the old behaviour).
+    defaults = flatten(yaml.safe_load(to_yaml(Config())))
     missing = "<absent>"
     return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"
             for key in sorted(old.keys() | new.keys())
-            if _affects_images(key) and old.get(key, missing) != new.get(key, missing)]
+            if _affects_images(key) and old.get(key, missing) != new.get(key, missing)
+            and not (key not in old and key in defaults and new.get(key) == defaults[key])]
 
 
 def check_outdir(job: Job) -> None:

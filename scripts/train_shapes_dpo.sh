@@ -24,10 +24,11 @@ K=${K:-8}                             # images per prompt (run.eval_num)
 PAIRS_PER_PROMPT=${PAIRS_PER_PROMPT:-2}
 STEPS=${STEPS:-200}                   # optimiser steps per training
 BATCH=${BATCH:-8}                     # pairs per process per step (global batch = BATCH * NPROC)
-LR=${LR:-1e-4}
+LR=${LR:-1e-5}                        # upstream's; 1e-4 and 3e-5 made held-in GenEval worse (README)
 BETA=${BETA:-0.1}
 NPROC=${NPROC:-2}                     # processes for generation and training (one CPU core each)
 SEED=${SEED:-0}
+STAGES=${STAGES:-dpo dpo_iter guided}   # a subset runs part of the loop (later stages read earlier outputs)
 # -- inputs and outputs ----------------------------------------------------------------------------
 PY=${PY:-.venv/bin/python}
 BASE=${BASE:-weights/shapes}                      # generator the first round starts from
@@ -78,21 +79,30 @@ train() {  # train PAIRS INIT OUT
 
 "$PY" -m dpo.prompts --num "$NUM_PROMPTS" --seed "$SEED" --out "$WORK/prompts"
 
-echo "== round 1: initial DPO from $BASE"
-generate "$BASE" "$WORK/gen_base"
-"$PY" -m dpo.pairs "$WORK/gen_base" --out "$WORK/pairs_dpo.jsonl" "${label_args[@]}" \
-    --pairs-per-prompt "$PAIRS_PER_PROMPT" --seed "$SEED"
-train "$WORK/pairs_dpo.jsonl" "$BASE" "$OUT/dpo"
-
-echo "== round 2: iterative DPO from $OUT/dpo (its own samples, relabelled)"
-generate "$OUT/dpo" "$WORK/gen_dpo"
-"$PY" -m dpo.pairs "$WORK/gen_dpo" --out "$WORK/pairs_dpo_iter.jsonl" "${label_args[@]}" \
-    --pairs-per-prompt "$PAIRS_PER_PROMPT" --seed "$SEED"
-train "$WORK/pairs_dpo_iter.jsonl" "$OUT/dpo" "$OUT/dpo_iter"
-
-echo "== round 2, PARM-guided: same samples, PARM-chosen pairs and confidence weights"
-"$PY" -m dpo.pairs "$WORK/gen_dpo" --out "$WORK/pairs_dpo_iter_parm.jsonl" "${label_args[@]}" \
-    --mode parm --parm "$PARM" --pairs-per-prompt "$PAIRS_PER_PROMPT"
-train "$WORK/pairs_dpo_iter_parm.jsonl" "$OUT/dpo" "$OUT/dpo_iter_parm_gudie"
+for stage in $STAGES; do
+    case $stage in
+    dpo)
+        echo "== round 1: initial DPO from $BASE"
+        generate "$BASE" "$WORK/gen_base"
+        "$PY" -m dpo.pairs "$WORK/gen_base" --out "$WORK/pairs_dpo.jsonl" "${label_args[@]}" \
+            --pairs-per-prompt "$PAIRS_PER_PROMPT" --seed "$SEED"
+        train "$WORK/pairs_dpo.jsonl" "$BASE" "$OUT/dpo" ;;
+    dpo_iter)
+        echo "== round 2: iterative DPO from $OUT/dpo (its own samples, relabelled)"
+        generate "$OUT/dpo" "$WORK/gen_dpo"
+        "$PY" -m dpo.pairs "$WORK/gen_dpo" --out "$WORK/pairs_dpo_iter.jsonl" "${label_args[@]}" \
+            --pairs-per-prompt "$PAIRS_PER_PROMPT" --seed "$SEED"
+        train "$WORK/pairs_dpo_iter.jsonl" "$OUT/dpo" "$OUT/dpo_iter" ;;
+    guided)
+        echo "== round 2, PARM-guided: same samples, PARM-chosen pairs and confidence weights"
+        generate "$OUT/dpo" "$WORK/gen_dpo"  # resumes: already there after the dpo_iter stage
+        "$PY" -m dpo.pairs "$WORK/gen_dpo" --out "$WORK/pairs_dpo_iter_parm.jsonl" "${label_args[@]}" \
+            --mode parm --parm "$PARM" --pairs-per-prompt "$PAIRS_PER_PROMPT"
+        train "$WORK/pairs_dpo_iter_parm.jsonl" "$OUT/dpo" "$OUT/dpo_iter_parm_gudie" ;;
+    *)
+        echo "unknown stage $stage (STAGES takes dpo dpo_iter guided)" >&2
+        exit 2 ;;
+    esac
+done
 
 echo "done: $OUT/{dpo,dpo_iter,dpo_iter_parm_gudie}"

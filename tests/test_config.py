@@ -136,6 +136,18 @@ def test_config_differences_ignore_only_image_neutral_keys():
         "run.seed: 0 -> 4"]
 
 
+def test_settings_added_later_count_only_when_set_away_from_their_default():
+    import yaml
+
+    tree = yaml.safe_load(to_yaml(Config()))
+    del tree["generation"]["llamagen"]  # a run written before generation.llamagen existed
+    old = yaml.safe_dump(tree)
+    assert config_differences(old, to_yaml(Config())) == []
+    changed = Config()
+    changed.generation.llamagen.top_p = 0.9
+    assert config_differences(old, to_yaml(changed)) == ["generation.llamagen.top_p: '<absent>' -> 0.9"]
+
+
 def _fields_without_docstring(path: Path, class_names: set[str]) -> list[str]:
     missing = []
     for node in ast.parse(path.read_text()).body:
