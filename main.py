@@ -67,8 +67,9 @@ SAME_CHECKPOINT = [{"dpo_iter_parm_gudie", "dpo_iter_parm_guide"}]
 run.sh passes ``guide`` (and so fails); we accept both."""
 
 IMAGE_NEUTRAL_KEYS = ("run.evaluate", "run.batch_size", "run.device", "run.outdir")
-IMAGE_NEUTRAL_PREFIXES = ("geneval.",)
-"""Settings a rerun into an existing OUTDIR may change: they do not change any image."""
+IMAGE_NEUTRAL_PREFIXES = ("geneval.", "dpo_checkpoints.")
+"""Settings a rerun into an existing OUTDIR may change: they do not change any image. The DPO name
+table is one of them: the checkpoint a run used is saved as the resolved ``generation.weights``."""
 
 CONFIG_FILE, RUN_INFO_FILE, TRACE_DIR = "config.yaml", "run_info.json", "trace"
 PACKAGES = ["torch", "transformers", "accelerate", "numpy", "omegaconf", "pyyaml", "pillow", "safetensors", "tqdm"]

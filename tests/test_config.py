@@ -130,10 +130,10 @@ def test_config_differences_ignore_only_image_neutral_keys():
     assert config_differences(old, to_yaml(neutral)) == []
     changed = Config()
     changed.run.seed, changed.generation.guidance_scale = 4, 3.0
-    changed.dpo_checkpoints = {"dpo": "ckpts/dpo"}
-    assert config_differences(old, to_yaml(changed)) == [
-        "dpo_checkpoints.dpo: '<absent>' -> 'ckpts/dpo'", "generation.guidance_scale: 1.75 -> 3.0",
-        "run.seed: 0 -> 4"]
+    changed.dpo_checkpoints = {"dpo": "ckpts/dpo"}  # a name table: the weights a run used are generation.weights
+    assert config_differences(old, to_yaml(changed)) == ["generation.guidance_scale: 1.75 -> 3.0", "run.seed: 0 -> 4"]
+    changed.generation.weights = "ckpts/dpo"
+    assert "generation.weights: 'showlab/show-o' -> 'ckpts/dpo'" in config_differences(old, to_yaml(changed))
 
 
 def test_settings_added_later_count_only_when_set_away_from_their_default():
