@@ -18,7 +18,8 @@ from reward_models import JudgeConfig, Question, build_judge
 from reward_models import judge_data
 from reward_models.judge_data import reflection_target
 from reward_models.shapes_judge import CRITIQUES, JudgeNet, JudgeNetConfig, load_judge, save_judge
-from reward_models.train_shapes_judge import clarity_label, finetune, generated_examples, parse_args
+from reward_models.train_shapes_judge import (clarity_label, finetune, generated_examples, merge_examples, parse_args,
+                                              train, within_prompt_pairs)
 from reward_models.verifiers import is_reflective
 
 RULES = RuleConfig()
@@ -144,6 +145,46 @@ def test_finetune_parm_plus_plus_trains_reflection_heads_and_reflects(data_file,
     assert all(r.token_mask.dtype == torch.bool and isinstance(r.text, str) for r in reflections)
     p_yes, p_no = judge.yes_no_probs(images, [Question("potential", "a photo of a red circle")] * 2)
     assert torch.allclose(p_yes + p_no, torch.ones(2))
+
+
+def test_ranking_pairs_stay_inside_one_prompt_question_and_step(data_file):
+    _, data = data_file
+    # groups 0 and 2 mixed, group 1 all correct (the tiny test generator's own labels are all "no")
+    data = {**data, "label": torch.tensor([True, False, True, True, False, True])}
+    one = generated_examples(data, "parm", 0.5, 0.4)
+    pairs = within_prompt_pairs(one["group"], one["label"])
+    # finals: (0, 1) and (5, 4); potential on each of the 2 clear steps: the same paths' previews
+    assert len(pairs) == 2 + 3 * 2
+    assert sorted(map(tuple, pairs[:2].tolist())) == [(0, 1), (5, 4)]
+    examples = merge_examples([one, one])  # two files' groups stay apart
+    pairs = within_prompt_pairs(examples["group"], examples["label"])
+    kinds = examples["kind"]
+    assert len(pairs) == 2 * (2 + 3 * 2)
+    for yes, no in pairs.tolist():
+        assert examples["label"][yes] and not examples["label"][no]
+        assert examples["prompt"][yes] == examples["prompt"][no] and kinds[yes] == kinds[no] != "clarity"
+        assert (yes < len(kinds) // 2) == (no < len(kinds) // 2)  # never across files
+    finals = [i for i, k in enumerate(kinds) if k == "orm"]
+    assert set(examples["group"][finals].tolist()).isdisjoint(  # potential groups differ from final groups
+        examples["group"][[i for i, k in enumerate(kinds) if k == "potential"]].tolist())
+
+
+def test_finetune_logs_its_ranking_pairs(data_file, zero_shot, tmp_path):
+    log = finetune(parse_args(["--recipe", "orm_ft", "--init", str(zero_shot), "--data", str(data_file[0]),
+                               "--out", str(tmp_path / "orm_ft"), "--steps", "2", "--batch-size", "8",
+                               "--pair-batch", "2"]))
+    _, data = data_file
+    examples = generated_examples(data, "orm_ft", 0.5, 0.4)
+    assert log["within_prompt_pairs"] == len(within_prompt_pairs(examples["group"], examples["label"]))
+
+
+def test_zero_shot_recipe_trains_the_scene_head_and_logs_heldout_accuracy(tmp_path):
+    log = train(parse_args(["--recipe", "orm_zs", "--out", str(tmp_path / "zs"), "--num-examples", "64",
+                            "--eval-examples", "16", "--steps", "2", "--batch-size", "8", "--eval-every", "1"]))
+    model, _, _ = load_judge(tmp_path / "zs")
+    assert model.cfg.scene_head and model.scene.out_features == 7 + 11
+    assert all("heldout_rendered_accuracy" in point for point in log["curve"])
+    assert log["curve"][0]["loss"] > log["curve"][0]["answer_loss"]  # the scene loss is part of the loss
 
 
 def test_a_judge_without_reflection_heads_is_not_reflective(zero_shot):
