@@ -153,7 +153,7 @@ def test_ranking_pairs_stay_inside_one_prompt_question_and_step(data_file):
     data = {**data, "label": torch.tensor([True, False, True, True, False, True])}
     one = generated_examples(data, "parm", 0.5, 0.4)
     pairs = within_prompt_pairs(one["group"], one["label"])
-    # finals: (0, 1) and (5, 4); potential on each of the 2 clear steps: the same paths' previews
+    # finals: (0, 1) and (5, 4); potential on each of the 3 clear steps (2-4 of 4): the same paths
     assert len(pairs) == 2 + 3 * 2
     assert sorted(map(tuple, pairs[:2].tolist())) == [(0, 1), (5, 4)]
     examples = merge_examples([one, one])  # two files' groups stay apart
