@@ -254,6 +254,46 @@ class TinyBackend:
         return (out / "generator" / "config.json").is_file()
 
 
+# -- the real backends ----------------------------------------------------------------------------
+class GeneratorBackend:
+    """What the Show-o, Janus-Pro and LlamaGen adapters share: the generator built through its own loader
+    from ``generation`` (``weights`` swapped), frozen parts, the reference, and the likelihood module.
+    Subclasses name the generator class, what stays frozen, the token count, and how they save."""
+
+    order = "raster"
+    score = staticmethod(raster_backend_logprob)
+    """The likelihood ``LikelihoodModule`` runs in ``forward``."""
+
+    def __init__(self, generation: GenerationConfig, reference: str):
+        self.generation, self.reference = generation, reference
+
+    def generator_class(self) -> type:
+        raise NotImplementedError
+
+    def freeze(self, generator) -> None:
+        """Turn off gradients of the parts DPO does not train."""
+
+    def token_count(self, generator) -> int:
+        return generator.grid ** 2
+
+    def build(self, weights: str):
+        return self.generator_class()(replace(self.generation, weights=weights), self.device)
+
+    def load(self, device: torch.device) -> tuple[nn.Module, nn.Module]:
+        self.device = device
+        self.generator = self.build(self.generation.weights)
+        self.freeze(self.generator)
+        reference = frozen_reference(self.generator, self.reference, self.build)
+        self.num_tokens = self.token_count(self.generator)
+        return LikelihoodModule(self.generator, self.score), LikelihoodModule(reference, self.score)
+
+    def pair_logprobs(self, model: nn.Module, pairs: Pairs, draw: MaskDraw):
+        return raster_pair_logprobs(model, pairs, draw)
+
+    def is_saved(self, out: Path) -> bool:
+        return (out / "config.json").is_file()
+
+
 # -- Show-o ----------------------------------------------------------------------------------------
 def showo_score(generator, text: torch.Tensor, codes: torch.Tensor, masked: torch.Tensor,
                 drop_text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,26 +305,22 @@ def call_module(module: nn.Module, text: torch.Tensor, codes: torch.Tensor, draw
     return module(text, codes, draw.masked, draw.drop_text)
 
 
-class ShowoBackend:
+class ShowoBackend(GeneratorBackend):
     """Show-o's phi trained on the masked-token likelihood (upstream training/train_dpo.py trains the same)."""
 
     order = "mask"
+    score = staticmethod(showo_score)
 
-    def __init__(self, generation: GenerationConfig, reference: str):
-        self.generation, self.reference = generation, reference
-
-    def build(self, weights: str):
+    def generator_class(self) -> type:
         from generation.showo import ShowoGenerator
 
-        return ShowoGenerator(replace(self.generation, weights=weights), self.device)
+        return ShowoGenerator
 
-    def load(self, device: torch.device) -> tuple[nn.Module, nn.Module]:
-        self.device = device
-        self.generator = self.build(self.generation.weights)
-        self.generator.vq.requires_grad_(False)
-        reference = frozen_reference(self.generator, self.reference, self.build)
-        self.num_tokens = self.generator.spec.num_vq_tokens
-        return LikelihoodModule(self.generator, showo_score), LikelihoodModule(reference, showo_score)
+    def freeze(self, generator) -> None:
+        generator.vq.requires_grad_(False)
+
+    def token_count(self, generator) -> int:
+        return generator.spec.num_vq_tokens
 
     def encode(self, records: list[dict]) -> Pairs:
         text = showo_text_ids(self.generator, [r["prompt"] for r in records]).cpu()
@@ -313,9 +349,6 @@ class ShowoBackend:
         shutil.copy2(init / "config.json", staged / "config.json")
         move_into(staged, out, "config.json")
 
-    def is_saved(self, out: Path) -> bool:
-        return (out / "config.json").is_file()
-
 
 # -- Janus-Pro and LlamaGen ------------------------------------------------------------------------
 def raster_pair_logprobs(model: nn.Module, pairs: Pairs, draw: MaskDraw):
@@ -326,7 +359,7 @@ def raster_pair_logprobs(model: nn.Module, pairs: Pairs, draw: MaskDraw):
     return logp[:b], logp[b:], counts[:b], counts[b:]
 
 
-class JanusBackend:
+class JanusBackend(GeneratorBackend):
     """Janus-Pro's generation path (language model + image-generation embeddings, aligner, head)."""
 
     order = "raster"
@@ -335,24 +368,15 @@ class JanusBackend:
     """Everything else (SigLIP encoder, its aligner, the VQ, the text ``lm_head``) is unused by text-to-image and
     stays frozen; a ``lm_head`` tied to the text embeddings (transformers' default) trains with them."""
 
-    def __init__(self, generation: GenerationConfig, reference: str):
-        self.generation, self.reference = generation, reference
-
-    def build(self, weights: str):
+    def generator_class(self) -> type:
         from generation.janus import JanusGenerator
 
-        return JanusGenerator(replace(self.generation, weights=weights), self.device)
+        return JanusGenerator
 
-    def load(self, device: torch.device) -> tuple[nn.Module, nn.Module]:
-        self.device = device
-        self.generator = self.build(self.generation.weights)
-        model = self.generator.model.requires_grad_(False)
+    def freeze(self, generator) -> None:
+        model = generator.model.requires_grad_(False)
         for name in self.TRAINED:
             model.get_submodule(name).requires_grad_(True)
-        reference = frozen_reference(self.generator, self.reference, self.build)
-        self.num_tokens = self.generator.grid ** 2
-        return (LikelihoodModule(self.generator, raster_backend_logprob),
-                LikelihoodModule(reference, raster_backend_logprob))
 
     def encode(self, records: list[dict]) -> Pairs:
         return encode_records(records, [r["prompt"] for r in records], self.num_tokens,
@@ -361,9 +385,6 @@ class JanusBackend:
     def encode_images(self, paths: list[str]) -> torch.Tensor:
         """VQ codes of the generator's own PNGs (``JanusGenerator.encode``)."""
         return encode_image_files(paths, self.generator.image_size, self.generator.encode, "janus")
-
-    def pair_logprobs(self, model: nn.Module, pairs: Pairs, draw: MaskDraw):
-        return raster_pair_logprobs(model, pairs, draw)
 
     def save(self, state: dict[str, torch.Tensor], out: Path) -> None:
         """The init folder's tokenizer/processor files, then ``save_pretrained`` of the trained weights."""
@@ -377,40 +398,23 @@ class JanusBackend:
         self.generator.model.save_pretrained(staged, state_dict=submodule_state(state))
         move_into(staged, out, "config.json")
 
-    def is_saved(self, out: Path) -> bool:
-        return (out / "config.json").is_file()
 
+class LlamaGenBackend(GeneratorBackend):
+    """The LlamaGen GPT (caption projection, embeddings, blocks, head); T5 and the VQ stay frozen.
+    T5 folder, image size, heads: ``generation.llamagen`` (``generation.config.LlamaGenOptions``)."""
 
-class LlamaGenBackend:
-    """The LlamaGen GPT (caption projection, embeddings, blocks, head); T5 and the VQ stay frozen."""
-
-    order = "raster"
-
-    def __init__(self, generation: GenerationConfig, reference: str):
-        """T5 folder, image size, heads: ``generation.llamagen`` (``generation.config.LlamaGenOptions``)."""
-        self.generation, self.reference = generation, reference
-
-    def build(self, weights: str):
+    def generator_class(self) -> type:
         from generation.llamagen import LlamaGenGenerator
 
-        return LlamaGenGenerator(replace(self.generation, weights=weights), self.device)
+        return LlamaGenGenerator
 
-    def load(self, device: torch.device) -> tuple[nn.Module, nn.Module]:
-        self.device = device
-        self.generator = self.build(self.generation.weights)
-        self.generator.text_encoder.requires_grad_(False)
-        self.generator.vq.requires_grad_(False)
-        reference = frozen_reference(self.generator, self.reference, self.build)
-        self.num_tokens = self.generator.grid ** 2
-        return (LikelihoodModule(self.generator, raster_backend_logprob),
-                LikelihoodModule(reference, raster_backend_logprob))
+    def freeze(self, generator) -> None:
+        generator.text_encoder.requires_grad_(False)
+        generator.vq.requires_grad_(False)
 
     def encode(self, records: list[dict]) -> Pairs:
         return encode_records(records, [r["prompt"] for r in records], self.num_tokens,
                               self.generator.model.cfg.vocab_size, None, "llamagen")
-
-    def pair_logprobs(self, model: nn.Module, pairs: Pairs, draw: MaskDraw):
-        return raster_pair_logprobs(model, pairs, draw)
 
     def save(self, state: dict[str, torch.Tensor], out: Path) -> None:
         """``{"model": state_dict}`` with gpt.py's names, the entry ``generation.llamagen.load_gpt`` reads."""

@@ -114,3 +114,9 @@ def check_restart_inputs(prompts: list[str], tokens: torch.Tensor, regenerate: t
                          f"{tuple(regenerate.shape)}")
     if not regenerate.any(-1).all():
         raise ValueError("every row must flag at least one token to regenerate")
+
+
+def check_finished(canvas, num_steps: int) -> None:
+    """``final_tokens`` reads only a canvas that ran every step (an unfinished one has no final codes)."""
+    if canvas.step_index != num_steps:
+        raise ValueError(f"canvas ran {canvas.step_index} of {num_steps} steps; final_tokens needs a finished canvas")

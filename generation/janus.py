@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, DynamicCache, JanusForConditionalGeneration
 
-from generation.base import check_restart_inputs, clone_generators, raster_preview
+from generation.base import check_finished, check_restart_inputs, clone_generators, raster_preview
 from hub import local_snapshot
 from generation.config import GenerationConfig
 from generation.maskgit import gumbel, per_row_uniform
@@ -172,9 +172,7 @@ class JanusGenerator:
     # -- PARM++ self-correction (the protocol extension of generation/refine.py) ---------------
     def final_tokens(self, canvas: JanusCanvas) -> torch.Tensor:
         """``long [B, N]`` codes of a finished canvas (what ``finish`` decodes)."""
-        if canvas.step_index != self.num_steps:
-            raise ValueError(f"canvas ran {canvas.step_index} of {self.num_steps} steps; final_tokens needs a "
-                             f"finished canvas")
+        check_finished(canvas, self.num_steps)
         return canvas.tokens
 
     @torch.inference_mode()

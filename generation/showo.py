@@ -51,7 +51,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from generation.base import check_restart_inputs, clone_generators
+from generation.base import check_finished, check_restart_inputs, clone_generators
 from generation.config import GenerationConfig
 from generation.magvitv2 import MagvitV2, load_magvitv2, read_state_dict, resolve_checkpoint
 from generation.maskgit import TEMPERATURE_SCHEDULES, guided_logits, maskgit_step, step_temperature
@@ -309,9 +309,7 @@ class ShowoGenerator:
     def final_tokens(self, canvas: ShowoCanvas) -> torch.Tensor:
         """``long [B, N]`` codes of a finished canvas (what ``finish`` decodes: the last full sample;
         ``tokens`` keeps at least one position masked)."""
-        if canvas.step_index != self.num_steps:
-            raise ValueError(f"canvas ran {canvas.step_index} of {self.num_steps} steps; final_tokens needs a "
-                             f"finished canvas")
+        check_finished(canvas, self.num_steps)
         return canvas.sampled
 
     @torch.inference_mode()

@@ -28,7 +28,7 @@ declare -A CONFIGS=([showo]=config.yaml [janus]=configs/janus.yaml [llamagen]=co
 declare -A DONE=()  # run folders already run by this invocation (rows shared by tables)
 
 rundir() {  # rundir MODEL VERIFIER DPO -> the output folder of that run
-    echo "$OUT/$1/${2}__${3:-base}" | tr '+' 'p'
+    echo "$OUT/$1/${2}__${3:-base}"
 }
 
 run() {  # run MODEL VERIFIER [DPO]: one main.py command, once per invocation
