@@ -42,7 +42,7 @@ from distributed import DistInfo, all_reduce_max, all_reduce_sum, barrier, destr
 from generation import GENERATORS, build_generator
 from geneval.evaluate import evaluate_outdir
 from geneval.layout import METADATA_FILE, TMP_SUFFIX, atomic_write_text, prompt_dir, sample_done, write_sample
-from geneval.prompts import check_prompts_match, load_metadata, load_prompts
+from geneval.suites import check_prompts_match, load_metadata, load_prompts
 from search import ImageRequest, Selection, build_policy, check_policy_name
 
 SHOWO_MISSING = ("generation.backend=showo: the Show-o backend is not available in this version. Run the "

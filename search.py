@@ -39,7 +39,7 @@ with the ``reward:`` settings):
   as the fallback (one row at most): it is dropped as soon as a lower one is stopped (that one
   runs on instead) or a path survives. The kept image is therefore the one ``prune=false``
   keeps, with fewer generator forwards.
-- ``oracle``: best-of-N picked by the GenEval evaluator itself (``geneval/oracle.py``): the upper
+- ``oracle``: best-of-N picked by the GenEval evaluator itself (``reward_models/oracle.py``): the upper
   bound of any verifier among the same N paths (the first correct candidate, else candidate 0).
   Not a method of the paper; the shapes-world Table 1 reports it to show how much of the
   possible gain each verifier realises.
@@ -285,7 +285,7 @@ class OracleBestOfN(ZeroShotOrm):
 
     def __init__(self, cfg: Config, device: torch.device, judge: YesNoJudge | None = None):
         from distributed import env_ranks, resolve_device
-        from geneval.oracle import GenEvalOracle
+        from reward_models.oracle import GenEvalOracle
 
         self.num_candidates = cfg.run.search_num
         self.judge = judge or GenEvalOracle.from_files(

@@ -29,11 +29,10 @@ from PIL import Image
 import search
 from bench.generation import machine
 from config import load_config
-from geneval.oracle import GenEvalOracle
-from geneval.prompts import load_metadata
+from reward_models.oracle import GenEvalOracle
+from geneval.suites import load_metadata, load_prompts
 from generation import build_generator
 from generation.base import run_to_end, seeded_generator
-from main import load_prompts
 from reward_models import build_judge, verifiers
 
 

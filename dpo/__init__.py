@@ -9,7 +9,7 @@
   the generator's own layout): the tiny shapes generator, Show-o, Janus-Pro and LlamaGen.
 - ``dpo.train``: the ``accelerate launch`` trainer (DDP or FSDP, resumable) of any of them
   (``--backend``); its output loads back with ``generation.weights=OUT`` or ``--dpo_model OUT``.
-- ``dpo.prompts``: seeded subsets of the shapes training prompt pool for candidate generation.
+- ``dpo.prompt_subset``: seeded subsets of the shapes training prompt pool for candidate generation.
 
 The whole shapes-world loop is ``bash scripts/train_shapes_dpo.sh``.
 """

@@ -213,8 +213,8 @@ class TinyBackend:
 
     def load(self, device: torch.device) -> tuple[nn.Module, nn.Module]:
         from generation.tiny.model import TinyT2I
-        from generation.tiny.text import WordTokenizer
-        from generation.tiny.vq import PatchTokenizer
+        from shapes.word_tokenizer import WordTokenizer
+        from shapes.patch_tokenizer import PatchTokenizer
 
         self.text_tokenizer = WordTokenizer.load(self.init / "generator" / "text_vocab.json")
         self.tokenizer = PatchTokenizer.load(self.init / "tokenizer")

@@ -1,6 +1,6 @@
 """A seeded subset of the shapes TRAINING prompt pool, written as a main.py prompt suite.
 
-    python -m dpo.prompts --num 200 --seed 0 --out work/prompts
+    python -m dpo.prompt_subset --num 200 --seed 0 --out work/prompts
 
 Writes ``OUT/prompts.txt`` and ``OUT/metadata.jsonl`` (line N of one is line N of the other) from
 ``geneval/prompts/shapes/train_metadata.jsonl``, the pool disjoint from the evaluation suite: DPO
@@ -14,7 +14,7 @@ import argparse
 import random
 from pathlib import Path
 
-from geneval.prompts import load_metadata, write_metadata, write_prompts
+from geneval.suites import load_metadata, write_metadata, write_prompts
 
 TRAIN_POOL = Path("geneval/prompts/shapes/train_metadata.jsonl")
 PROMPTS_FILE, METADATA_FILE = "prompts.txt", "metadata.jsonl"
@@ -38,7 +38,7 @@ def balanced_subset(records: list[dict], num: int, seed: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dpo.prompts", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dpo.prompt_subset", description=__doc__.splitlines()[0])
     parser.add_argument("--num", type=int, required=True, help="prompts to draw")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool", default=str(TRAIN_POOL), help="metadata pool to draw from")

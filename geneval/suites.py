@@ -8,8 +8,8 @@ evaluation suite, plus a disjoint training pool and a small "held-in" suite draw
 
 Run it (files go next to this module unless ``--output-dir`` says otherwise):
 
-    python -m geneval.prompts                  # geneval/prompts/{generation_prompts.txt,evaluation_metadata.jsonl}
-    python -m geneval.prompts --vocab shapes   # geneval/prompts/shapes/ (eval, held-in and train files)
+    python -m geneval.suites                  # geneval/prompts/{generation_prompts.txt,evaluation_metadata.jsonl}
+    python -m geneval.suites --vocab shapes   # geneval/prompts/shapes/ (eval, held-in and train files)
 
 A metadata record is one JSON object per line: ``tag``, ``include`` (a list of
 ``{class, count[, color][, position: [relation, clause_index]]}``), for counting prompts
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from geneval.detection import COLORS
-from geneval.shapes.world import PLURALS as SHAPE_PLURALS
-from geneval.shapes.world import SHAPES
+from shapes.world import PLURALS as SHAPE_PLURALS
+from shapes.world import SHAPES
 
 # The 80 COCO classes in mmdet order, spelled as GenEval's object_names.txt spells them.
 COCO_CLASSES = [
@@ -305,11 +305,11 @@ def write_suite(output_dir: Path, records: list[dict], prompts_file: str = PROMP
 def _read_lines(path: str | os.PathLike, kind: str) -> list[str]:
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{kind} file {path} does not exist; write it with `python -m geneval.prompts` "
+        raise ValueError(f"{kind} file {path} does not exist; write it with `python -m geneval.suites` "
                          f"or pass the right path")
     lines = path.read_text(encoding="utf-8").splitlines()
     if not lines:
-        raise ValueError(f"{kind} file {path} is empty; regenerate it with `python -m geneval.prompts`")
+        raise ValueError(f"{kind} file {path} is empty; regenerate it with `python -m geneval.suites`")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             raise ValueError(f"{path}:{number}: blank line; every line must hold one {kind} entry")
@@ -371,7 +371,7 @@ def write_shapes(output_dir: Path, seed: int, num_per_tag: int, heldin_per_tag: 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m geneval.prompts", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m geneval.suites", description=__doc__.split("\n")[0])
     parser.add_argument("--vocab", choices=sorted(VOCABULARIES), default="coco",
                         help="object vocabulary: the 80 COCO classes or the shapes world (default: coco)")
     parser.add_argument("--seed", type=int, default=43, help="generation seed (default: 43, as GenEval)")

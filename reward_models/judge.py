@@ -17,7 +17,7 @@ import torch
 from hub import local_snapshot
 
 KINDS = ("orm", "prm", "clarity", "potential")
-"""Question kinds; ``reward_models.prompts.dialogue`` turns each into chat turns."""
+"""Question kinds; ``reward_models.questions.dialogue`` turns each into chat turns."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from PIL import Image
 
 from reward_models.judge import (JudgeConfig, Question, answer_token_ids, checkpoint_folder, left_pad,
                                  score_in_batches, to_pil_images, torch_dtype, yes_no_from_logits)
-from reward_models.prompts import chatml, dialogue, encode_around_image
+from reward_models.questions import chatml, dialogue, encode_around_image
 
 IMAGE_MODES = ("pad", "anyres")
 CONVERT_HINT = ("Upstream's fine-tuned judges (ZiyuG/Image-Generation-CoT orm_ft/ and parm/) are in LLaVA-NeXT "

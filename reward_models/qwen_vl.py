@@ -20,7 +20,7 @@ import torch
 
 from reward_models.judge import (JudgeConfig, Question, answer_token_ids, checkpoint_folder, left_pad,
                                  score_in_batches, to_pil_images, torch_dtype, yes_no_from_logits)
-from reward_models.prompts import chatml, dialogue, encode_around_image
+from reward_models.questions import chatml, dialogue, encode_around_image
 
 MODEL_CLASSES = {
     "qwen2_vl": "Qwen2VLForConditionalGeneration",

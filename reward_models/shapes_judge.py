@@ -7,7 +7,7 @@ patch tokenizer (nearest codebook cell per 8x8 patch), which is exact on images 
 generator decodes. One checkpoint folder holds the model, its text vocabulary and a copy of the
 tokenizer, so a judge loads from one path (``reward_checkpoints.<policy>``).
 
-Train with ``python -m reward_models.train_shapes_judge`` (see that module for the recipes).
+Train with ``python -m training.train_judges`` (see that module for the recipes).
 """
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from geneval.detection import COLORS
-from geneval.shapes.world import SHAPES
-from generation.tiny.text import WordTokenizer
-from generation.tiny.vq import PatchTokenizer
+from shapes.world import SHAPES
+from shapes.word_tokenizer import WordTokenizer
+from shapes.patch_tokenizer import PatchTokenizer
 from reward_models.judge import KINDS, JudgeConfig, Question, score_in_batches
 from reward_models.verifiers import Reflection
 
 CRITIQUES = ("ok", "missing-0", "missing-1", "color-0", "color-1", "position", "extra")
 """What a PARM++ shapes judge can say is wrong: the first failing clause of the prompt, in
-GenEval's clause order (``reward_models.judge_data.reflection_target`` derives it)."""
+GenEval's clause order (``training.judge_data.reflection_target`` derives it)."""
 
 SCENE_CLASSES = (1 + len(SHAPES)) + (1 + len(COLORS))
 """Outputs of the scene head: shape classes then colour classes, each with background as class 0."""
@@ -131,7 +131,7 @@ class ShapesJudge:
     def __init__(self, cfg: JudgeConfig, device: torch.device | str = "cpu"):
         folder = Path(cfg.checkpoint)
         if not (folder / "config.json").is_file():
-            raise ValueError(f"no shapes judge at {folder}; train it with `python -m reward_models.train_shapes_judge` "
+            raise ValueError(f"no shapes judge at {folder}; train it with `python -m training.train_judges` "
                              "or point reward_checkpoints at a trained folder")
         self.device = torch.device(device)
         self.batch_size = cfg.batch_size

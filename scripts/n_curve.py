@@ -29,11 +29,10 @@ from tqdm import tqdm
 
 import search
 from config import load_config
-from geneval.oracle import GenEvalOracle
-from geneval.prompts import load_metadata
+from reward_models.oracle import GenEvalOracle
+from geneval.suites import load_metadata, load_prompts
 from geneval.summary import TABLE_COLUMNS
 from generation import build_generator
-from main import load_prompts
 from reward_models import build_judge, verifiers
 
 METHODS = ("baseline", "orm_zs", "orm_ft", "prm", "parm", "oracle")

@@ -9,6 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-$PY -m geneval.prompts --vocab shapes
-$PY -m generation.tiny.train_tokenizer --out weights/shapes/tokenizer
-$PY -m generation.tiny.train_generator --out weights/shapes/generator "$@"
+$PY -m geneval.suites --vocab shapes
+$PY -m training.train_tokenizer --out weights/shapes/tokenizer
+$PY -m training.train_generator --out weights/shapes/generator "$@"

@@ -77,7 +77,7 @@ train() {  # train PAIRS INIT OUT
         --batch-size "$BATCH" --lr "$LR" --beta "$BETA" --seed "$SEED" --checkpoint-every 50
 }
 
-"$PY" -m dpo.prompts --num "$NUM_PROMPTS" --seed "$SEED" --out "$WORK/prompts"
+"$PY" -m dpo.prompt_subset --num "$NUM_PROMPTS" --seed "$SEED" --out "$WORK/prompts"
 
 for stage in $STAGES; do
     case $stage in

@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from geneval.shapes.render import render, sample_scene
+from shapes.render import render, sample_scene
 
 
 def _records_by_tag(records: list[dict]) -> list[list[int]]:
@@ -40,7 +40,7 @@ def build_pairs(records: list[dict], num_images: int, seed: int, start: int = 0,
                 num_workers: int = 1, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Examples ``start .. start+num_images``: ``(record indices [N], images uint8 [N, 64, 64, 3])``."""
     if not records:
-        raise ValueError("the metadata pool is empty; write it with `python -m geneval.prompts --vocab shapes`")
+        raise ValueError("the metadata pool is empty; write it with `python -m geneval.suites --vocab shapes`")
     bounds = [(records, seed, s, min(s + chunk, start + num_images)) for s in range(start, start + num_images, chunk)]
     if num_workers <= 1:
         parts = [_draw_range(b) for b in bounds]

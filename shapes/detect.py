@@ -16,8 +16,8 @@ import numpy as np
 from scipy import ndimage
 
 from geneval.detection import COLORS, Detection
-from geneval.shapes.render import shape_mask
-from geneval.shapes.world import BACKGROUND, PALETTE, SHAPES
+from shapes.render import shape_mask
+from shapes.world import BACKGROUND, PALETTE, SHAPES
 
 MIN_AREA = 12
 """Components smaller than this many pixels are noise (the smallest shape covers ~150)."""

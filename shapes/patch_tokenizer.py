@@ -1,7 +1,7 @@
 """The shapes-world image tokenizer: a k-means patch codebook with one token per 8x8 cell.
 
 Why k-means and not a learned VQ autoencoder: the shapes world snaps every object to the
-8-pixel cell grid (``geneval.shapes.world``), so a cell always holds one fixed piece of one
+8-pixel cell grid (``shapes.world``), so a cell always holds one fixed piece of one
 shape in one colour; there are about 1,300 distinct cells. A codebook that holds each of
 them reconstructs clean scenes exactly, which a small convolutional VQ-VAE trained for minutes
 on 2 cores does not (it blurs small crosses and stars into diamonds and circles). Clustering
@@ -9,7 +9,7 @@ pixel patches is the tokenizer of Image GPT (Chen et al. 2020, k-means colour cl
 the clusters are whole cells. Training is weighted Lloyd k-means over the distinct training
 cells, seeded; when the cells are fewer than the codebook they become the codebook exactly.
 
-Train with ``python -m generation.tiny.train_tokenizer``.
+Train with ``python -m training.train_tokenizer``.
 """
 from __future__ import annotations
 
@@ -119,6 +119,6 @@ class PatchTokenizer(torch.nn.Module):
     def load(cls, directory: str | Path) -> "PatchTokenizer":
         directory = Path(directory)
         if not (directory / "config.json").is_file():
-            raise ValueError(f"no tokenizer at {directory}; train it with `python -m generation.tiny.train_tokenizer`")
+            raise ValueError(f"no tokenizer at {directory}; train it with `python -m training.train_tokenizer`")
         cfg = VQConfig(**json.loads((directory / "config.json").read_text()))
         return cls(cfg, load_file(directory / "model.safetensors")["codebook"]).eval()

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from geneval.detection import COLORS, Detection
 from geneval.rules import relative_position
-from geneval.shapes.world import BACKGROUND, CELL, GRID, IMAGE_SIZE, PALETTE, SHAPES, shape_polygon
+from shapes.world import BACKGROUND, CELL, GRID, IMAGE_SIZE, PALETTE, SHAPES, shape_polygon
 
 # Object side in cells, per tag: big single objects, smaller ones when several share the canvas.
 SIZES_IN_CELLS = {

@@ -23,7 +23,7 @@ class WordTokenizer:
 
     @classmethod
     def for_shapes_world(cls, max_length: int = 12) -> "WordTokenizer":
-        from geneval.prompts import enumerate_records, shapes_vocabulary
+        from geneval.suites import enumerate_records, shapes_vocabulary
         words = sorted({w for r in enumerate_records(shapes_vocabulary()) for w in r["prompt"].split()})
         return cls(words, max_length)
 

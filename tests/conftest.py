@@ -20,8 +20,8 @@ def write_shapes_suite(folder: Path, rows: slice) -> tuple[list[dict], Path, Pat
 def make_tiny_weights(folder: Path, hidden_size: int = 32, num_layers: int = 1, seed: int = 0) -> Path:
     """A random ``TinyT2I`` + the shipped tokenizer, saved as ``<folder>/{generator,tokenizer}``."""
     from generation.tiny.model import TinyConfig, TinyT2I
-    from generation.tiny.text import WordTokenizer
-    from generation.tiny.vq import PatchTokenizer
+    from shapes.word_tokenizer import WordTokenizer
+    from shapes.patch_tokenizer import PatchTokenizer
 
     tokenizer = PatchTokenizer.load("weights/shapes/tokenizer")
     text = WordTokenizer.for_shapes_world()

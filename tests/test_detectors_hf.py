@@ -22,7 +22,7 @@ from geneval.detectors.clip_color import (CLIPColorClassifier, OPENAI_MEAN, OPEN
                                           clip_preprocess, color_texts, object_crop, resized_size)
 from geneval.detectors.hf import (HFMask2FormerDetector, build, geneval_label_names, instance_results,
                                   mask_boxes, pretrained_folder, rescaled_size)
-from geneval.prompts import COCO_CLASSES
+from geneval.suites import COCO_CLASSES
 
 # HF / detectron2 / VOC spellings that GenEval spells differently.
 HF_SPELLINGS = {"computer mouse": "mouse", "tv remote": "remote", "computer keyboard": "keyboard",

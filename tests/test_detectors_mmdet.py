@@ -21,7 +21,7 @@ from geneval.config import GenEvalConfig
 from geneval.detection import COLORS, Detection
 from geneval.detectors import mmdet as backend
 from geneval.detectors.clip_color import CLIPColorClassifier, clip_preprocess
-from geneval.prompts import COCO_CLASSES
+from geneval.suites import COCO_CLASSES
 
 
 def _images(n: int, size: int = 64) -> list[np.ndarray]:

@@ -6,7 +6,7 @@ from dpo.guidance import hard_negative_pairs, pair_weights, parm_confidence, ups
 from dpo.likelihood import draw_masks, pair_logprobs, tiny_masked_logprob
 from dpo.loss import dpo_loss
 from generation.tiny.model import TinyT2I
-from generation.tiny.text import WordTokenizer
+from shapes.word_tokenizer import WordTokenizer
 
 
 def test_hard_negatives_pair_the_best_yes_with_the_best_looking_no():

@@ -12,7 +12,7 @@ from dpo.likelihood import MaskDraw, draw_masks, draw_text_dropout, raster_backe
     masked_token_logprob, pair_logprobs, showo_masked_logprob, showo_text_ids, tiny_masked_logprob, \
     tiny_raster_logprob
 from generation.tiny.model import TinyT2I
-from generation.tiny.text import WordTokenizer
+from shapes.word_tokenizer import WordTokenizer
 from test_janus import make, make_tiny_janus
 from test_showo import checkpoint, make_generator  # noqa: F401  (checkpoint: the tiny Show-o fixture)
 

@@ -1,4 +1,4 @@
-"""dpo/pairs.py (and dpo/prompts.py): labelled candidates -> pair files."""
+"""dpo/pairs.py (and dpo/prompt_subset.py): labelled candidates -> pair files."""
 import json
 import os
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from dpo import pairs
-from dpo.prompts import balanced_subset
+from dpo.prompt_subset import balanced_subset
 from geneval.layout import write_metadata, write_sample
-from geneval.prompts import load_metadata
+from geneval.suites import load_metadata
 
 PROMPTS = ["a photo of a circle", "a photo of a square", "a photo of a cross"]
 LABELS = [[True, False, False], [True, True, True], [False, False, False]]
@@ -87,8 +87,8 @@ def test_judge_labels_and_scores(outdir):
 
 def test_cli_writes_a_pair_file_with_a_real_shapes_judge(outdir, tmp_path):
     from reward_models.shapes_judge import JudgeNet, JudgeNetConfig, save_judge
-    from generation.tiny.text import WordTokenizer
-    from generation.tiny.vq import PatchTokenizer
+    from shapes.word_tokenizer import WordTokenizer
+    from shapes.patch_tokenizer import PatchTokenizer
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tokenizer = PatchTokenizer.load(os.path.join(repo, "weights/shapes/tokenizer"))

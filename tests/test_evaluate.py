@@ -22,8 +22,8 @@ from geneval.detection import COLORS, Detection
 from geneval.detectors import build_detector
 from geneval.evaluate import load_config, main, run_evaluation
 from geneval.layout import prompt_dir, write_metadata, write_sample
-from geneval.shapes.detect import quantize_colors
-from geneval.shapes.render import render, sample_scene
+from shapes.detect import quantize_colors
+from shapes.render import render, sample_scene
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES_METADATA = REPO / "geneval" / "prompts" / "shapes" / "evaluation_metadata.jsonl"

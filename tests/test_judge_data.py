@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from geneval.detection import Detection
-from geneval.prompts import color_record, counting_record, position_record, two_object_record
+from geneval.suites import color_record, counting_record, position_record, two_object_record
 from geneval.rules import RuleConfig, filter_detections
 from generation.config import GenerationConfig
 from generation.tiny.backend import TinyGenerator
-from generation.tiny.text import WordTokenizer
-from generation.tiny.vq import PatchTokenizer
+from shapes.word_tokenizer import WordTokenizer
+from shapes.patch_tokenizer import PatchTokenizer
 from reward_models import JudgeConfig, Question, build_judge
 from reward_models import judge_data
-from reward_models.judge_data import reflection_target
+from training.judge_data import reflection_target
 from reward_models.shapes_judge import CRITIQUES, JudgeNet, JudgeNetConfig, load_judge, save_judge
-from reward_models.train_shapes_judge import (clarity_label, finetune, generated_examples, merge_examples, parse_args,
+from training.train_judges import (clarity_label, finetune, generated_examples, merge_examples, parse_args,
                                               train, within_prompt_pairs)
 from reward_models.verifiers import is_reflective
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reward_models import JUDGES, build_judge, prompts
+from reward_models import JUDGES, build_judge, questions
 from reward_models.judge import JudgeConfig, Question
 
 CHAT_SPECIALS = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -27,8 +27,8 @@ def make_tokenizer(specials: list[str]):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    words = [prompts.ORM_QUESTION, prompts.PRM_QUESTION, prompts.CLARITY_QUESTION, prompts.POTENTIAL_QUESTION,
-             prompts.SYSTEM, "system user assistant Yes No a photo of cat two dogs red"]
+    words = [questions.ORM_QUESTION, questions.PRM_QUESTION, questions.CLARITY_QUESTION, questions.POTENTIAL_QUESTION,
+             questions.SYSTEM, "system user assistant Yes No a photo of cat two dogs red"]
     backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.train_from_iterator(words, trainers.WordLevelTrainer(special_tokens=CHAT_SPECIALS + specials))
@@ -155,25 +155,25 @@ POTENTIAL_CHATML = (
 
 
 def test_orm_renders_upstream_qwen_1_5_chatml():
-    assert prompts.chatml(prompts.dialogue(Question("orm", "a photo of a cat"))) == ORM_CHATML
+    assert questions.chatml(questions.dialogue(Question("orm", "a photo of a cat"))) == ORM_CHATML
 
 
 def test_potential_is_the_clarity_turn_answered_yes_then_a_second_user_turn():
-    turns = prompts.dialogue(Question("potential", "two red dogs"))
+    turns = questions.dialogue(Question("potential", "two red dogs"))
     assert [role for role, _ in turns] == ["user", "assistant", "user"]
-    assert prompts.chatml(turns) == POTENTIAL_CHATML
+    assert questions.chatml(turns) == POTENTIAL_CHATML
 
 
 def test_prm_and_clarity_are_single_turns_with_the_image_first():
-    prm = prompts.dialogue(Question("prm", "a cat"))
+    prm = questions.dialogue(Question("prm", "a cat"))
     assert prm == [("user", "<image> This is an intermediate image in the generation process by a prompt: a cat. "
                             "Does this intermediate image accurately represent the prompt? Please answer yes or no "
                             "without explanation.")]
-    assert prompts.dialogue(Question("clarity", "a cat")) == prompts.dialogue(Question("potential", "a cat"))[:1]
+    assert questions.dialogue(Question("clarity", "a cat")) == questions.dialogue(Question("potential", "a cat"))[:1]
     with pytest.raises(ValueError, match="unknown question kind"):
         Question("reflection", "a cat")
     with pytest.raises(ValueError, match="exactly one"):
-        prompts.split_at_image(prompts.chatml(prompts.dialogue(Question("orm", "an <image> of a cat"))))
+        questions.split_at_image(questions.chatml(questions.dialogue(Question("orm", "an <image> of a cat"))))
 
 
 # ----------------------------------------------------------------------------

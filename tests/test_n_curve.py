@@ -10,9 +10,9 @@ import torch
 import search
 from config import load_config
 from generation import build_generator
-from generation.tiny.text import WordTokenizer
-from generation.tiny.vq import PatchTokenizer
-from geneval.oracle import GenEvalOracle
+from shapes.word_tokenizer import WordTokenizer
+from shapes.patch_tokenizer import PatchTokenizer
+from reward_models.oracle import GenEvalOracle
 from reward_models import JudgeConfig, build_judge
 from reward_models.shapes_judge import JudgeNet, JudgeNetConfig, save_judge
 from scripts import n_curve

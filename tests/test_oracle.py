@@ -11,9 +11,10 @@ import torch
 import main as runner
 from geneval import compare
 from geneval.config import GenEvalConfig
-from geneval.oracle import GenEvalOracle, metadata_by_prompt
-from geneval.prompts import color_record, position_record
-from geneval.shapes.render import render, sample_scene
+from geneval.verdicts import metadata_by_prompt
+from reward_models.oracle import GenEvalOracle
+from geneval.suites import color_record, position_record
+from shapes.render import render, sample_scene
 from reward_models import Question
 from conftest import write_shapes_suite
 

@@ -22,8 +22,8 @@ import torch
 import main as runner
 from generation import GENERATORS
 from generation.tiny.model import TinyConfig, TinyT2I
-from generation.tiny.text import WordTokenizer
-from generation.tiny.vq import PatchTokenizer
+from shapes.word_tokenizer import WordTokenizer
+from shapes.patch_tokenizer import PatchTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = REPO / "geneval" / "prompts" / "shapes"

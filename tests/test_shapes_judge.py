@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from geneval.prompts import enumerate_records, shapes_vocabulary
-from generation.tiny.text import WordTokenizer
-from generation.tiny.vq import PatchTokenizer
+from geneval.suites import enumerate_records, shapes_vocabulary
+from shapes.word_tokenizer import WordTokenizer
+from shapes.patch_tokenizer import PatchTokenizer
 from reward_models import JudgeConfig, Question, build_judge
 from reward_models.shapes_judge import JudgeNet, JudgeNetConfig, save_judge
-from geneval.shapes.render import SceneObject
-from reward_models.train_shapes_judge import (caption_example, pairwise_loss, perturb, perturb_scene, scene_loss,
+from shapes.render import SceneObject
+from training.train_judges import (caption_example, pairwise_loss, perturb, perturb_scene, scene_loss,
                                               scene_targets, within_prompt_pairs)
 
 

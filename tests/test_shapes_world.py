@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from geneval.prompts import enumerate_records, load_metadata, shapes_vocabulary
+from geneval.suites import enumerate_records, load_metadata, shapes_vocabulary
 from geneval.rules import RuleConfig, evaluate_image, filter_detections
-from geneval.shapes.dataset import build_pairs, draw_pair
-from geneval.shapes.detect import ShapesDetector, detect_image, scene_key
-from geneval.shapes.render import SceneObject, render, sample_scene, shape_mask
-from geneval.shapes.world import BACKGROUND, CELL, SHAPES
+from shapes.dataset import build_pairs, draw_pair
+from shapes.detect import ShapesDetector, detect_image, scene_key
+from shapes.render import SceneObject, render, sample_scene, shape_mask
+from shapes.world import BACKGROUND, CELL, SHAPES
 
 SHAPES_SUITE = Path("geneval/prompts/shapes/evaluation_metadata.jsonl")
 
@@ -110,7 +110,7 @@ def test_dataset_is_seeded_and_sliceable():
 
 
 def test_shipped_tokenizer_reconstructs_fresh_scenes_exactly():
-    from generation.tiny.vq import PatchTokenizer
+    from shapes.patch_tokenizer import PatchTokenizer
     tokenizer = PatchTokenizer.load("weights/shapes/tokenizer")
     records = load_metadata(SHAPES_SUITE)
     _, images = build_pairs(records, 64, seed=123)

@@ -1,4 +1,4 @@
-"""Tests of the GenEval prompt-suite generator and loaders (geneval/prompts.py)."""
+"""Tests of the GenEval prompt-suite generator and loaders (geneval/suites.py)."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from geneval import prompts
-from geneval.prompts import (
+from geneval import suites
+from geneval.suites import (
     COCO_CLASSES,
     check_prompts_match,
     coco_plural,
@@ -84,7 +84,7 @@ def test_coco_suite_never_colours_person():
 def test_committed_files_equal_fresh_generation(tmp_path, vocab, subdir):
     main(["--vocab", vocab, "--output-dir", str(tmp_path)])
     fresh = _files(tmp_path)
-    assert _files(COMMITTED / subdir) == fresh, f"regenerate with: python -m geneval.prompts --vocab {vocab}"
+    assert _files(COMMITTED / subdir) == fresh, f"regenerate with: python -m geneval.suites --vocab {vocab}"
 
 
 def test_shapes_cli_writes_all_files(tmp_path):
@@ -107,13 +107,13 @@ def test_articles_and_plurals_follow_upstream_rules():
 
 
 def test_record_layouts():
-    assert prompts.counting_record("cross", "crosses", 3) == {
+    assert suites.counting_record("cross", "crosses", 3) == {
         "tag": "counting", "include": [{"class": "cross", "count": 3}],
         "exclude": [{"class": "cross", "count": 4}], "prompt": "a photo of three crosses"}
-    assert json.dumps(prompts.position_record("star", "above", "circle")) == (
+    assert json.dumps(suites.position_record("star", "above", "circle")) == (
         '{"tag": "position", "include": [{"class": "circle", "count": 1}, '
         '{"class": "star", "count": 1, "position": ["above", 0]}], "prompt": "a photo of a star above a circle"}')
-    assert prompts.color_attr_record("square", "orange", "star", "red")["prompt"] == \
+    assert suites.color_attr_record("square", "orange", "star", "red")["prompt"] == \
         "a photo of an orange square and a red star"
 
 
@@ -169,7 +169,7 @@ def _write(path: Path, text: str) -> Path:
 
 def test_loaders_round_trip(tmp_path):
     records = generate_suite(shapes_vocabulary())[:5]
-    prompts.write_suite(tmp_path, records)
+    suites.write_suite(tmp_path, records)
     metadata = load_metadata(tmp_path / "evaluation_metadata.jsonl")
     assert metadata == records
     assert load_prompts(tmp_path / "generation_prompts.txt") == [r["prompt"] for r in records]
@@ -190,7 +190,7 @@ def test_empty_file_is_a_value_error(tmp_path):
 
 
 def test_bad_json_names_file_and_line(tmp_path):
-    good = json.dumps(prompts.single_object_record("star"))
+    good = json.dumps(suites.single_object_record("star"))
     path = _write(tmp_path / "m.jsonl", f"{good}\n{good}\n{{not json\n")
     with pytest.raises(ValueError, match=r"m\.jsonl:3: malformed JSON"):
         load_metadata(path)
@@ -209,7 +209,7 @@ def test_blank_line_is_reported(tmp_path):
 
 
 def test_mismatch_names_first_differing_line():
-    metadata = [prompts.single_object_record(name) for name in ("star", "cross", "circle")]
+    metadata = [suites.single_object_record(name) for name in ("star", "cross", "circle")]
     check_prompts_match(["a photo of a star", "a photo of a cross", "a photo of a circle"], metadata)
     with pytest.raises(ValueError, match="line 2: prompt 'a photo of a square'"):
         check_prompts_match(["a photo of a star", "a photo of a square", "a photo of a diamond"], metadata)

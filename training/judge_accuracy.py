@@ -1,9 +1,9 @@
 """Accuracy of the shapes-world judges on held-out generated images.
 
-    python -m reward_models.judge_accuracy --data data/judges/mask_heldout.pt data/judges/raster_heldout.pt \\
+    python -m training.judge_accuracy --data data/judges/mask_heldout.pt data/judges/raster_heldout.pt \\
         --judges weights/shapes/judges/{orm_zs,orm_ft,prm,parm,parm++} --out docs/results/judges.json
 
-The held-out files come from ``reward_models.judge_data --suite heldout``: the evaluation suite's
+The held-out files come from ``training.judge_data --suite heldout``: the evaluation suite's
 prompts, with seeds no evaluation run uses, labelled the way the training files are. Each judge
 is scored on the questions its recipe trains (the zero-shot ORM on the ORM question, as it is
 used): accuracy of the likelier answer against the label, with the share of "yes" labels as the
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from reward_models.shapes_judge import CRITIQUES, JudgeNet, load_judge
-from reward_models.train_shapes_judge import generated_examples
+from training.train_judges import generated_examples
 
 QUESTIONS = {"orm_zs": "orm_ft", "orm_ft": "orm_ft", "prm": "prm", "parm": "parm", "parm++": "parm++"}
 """Judge recipe -> the recipe whose examples score it."""
@@ -111,7 +111,7 @@ def markdown(results: dict[str, dict[str, dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", nargs="+", required=True, help="held-out reward_models.judge_data files")
+    parser.add_argument("--data", nargs="+", required=True, help="held-out training.judge_data files")
     parser.add_argument("--judges", nargs="+", required=True, help="judge folders")
     parser.add_argument("--out", default=None, help="also write the numbers here (JSON)")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Labelled generations for the shapes-world judges, made with the embedded generator.
 
-    python -m reward_models.judge_data --order mask --suite train --groups 320 --out data/judges/mask_train.pt
+    python -m training.judge_data --order mask --suite train --groups 320 --out data/judges/mask_train.pt
 
 The paper labels Show-o's own generations (paper.md section 2, "data"); this does the same at
 small scale, with the shapes evaluator (detector + GenEval rules) as the labeller:
@@ -42,10 +42,10 @@ import torch
 from tqdm import tqdm
 
 from geneval.detection import Detection
-from geneval.prompts import load_metadata
+from geneval.suites import load_metadata
 from geneval.rules import RuleConfig, evaluate_image, filter_detections, relative_position
-from geneval.shapes.detect import detect_image
-from geneval.shapes.world import CELL, GRID
+from shapes.detect import detect_image
+from shapes.world import CELL, GRID
 from generation.base import seeded_generator
 from generation.config import GenerationConfig
 from generation.tiny.backend import TinyGenerator

@@ -1,6 +1,6 @@
 """Measure the shapes detector against the renderer's ground truth.
 
-    python -m geneval.shapes.measure --num-scenes 3000
+    python -m training.measure_detector --num-scenes 3000
 
 Fresh seeded scenes of every composition the six templates allow; a scene is exact when the
 detector returns exactly the rendered objects (class, colour and box). Also reports GenEval's
@@ -16,10 +16,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from geneval.prompts import enumerate_records, shapes_vocabulary
+from geneval.suites import enumerate_records, shapes_vocabulary
 from geneval.rules import RuleConfig, evaluate_image, filter_detections
-from geneval.shapes.detect import detect_image, scene_key
-from geneval.shapes.render import render, sample_scene
+from shapes.detect import detect_image, scene_key
+from shapes.render import render, sample_scene
 
 
 def measure(num_scenes: int, seed: int) -> dict:

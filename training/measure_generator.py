@@ -1,6 +1,6 @@
 """Measure the embedded generator on a shapes-world suite: plain sampling vs an oracle best-of-N.
 
-    python -m generation.tiny.measure --order mask --suite heldout --num-candidates 20
+    python -m training.measure_generator --order mask --suite heldout --num-candidates 20
 
 For every prompt, N candidates are decoded (seeded per prompt and candidate, as the runner
 does) and every one is judged by the GenEval rules with the shapes detector. "single" is the
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from geneval.prompts import load_metadata
+from geneval.suites import load_metadata
 from geneval.rules import RuleConfig, evaluate_image, filter_detections
-from geneval.shapes.detect import detect_image
+from shapes.detect import detect_image
 from generation.base import run_to_end, seeded_generator
 from generation.config import GenerationConfig
 from generation.tiny.backend import TinyGenerator

@@ -1,6 +1,6 @@
 """Train the embedded shapes-world generator (both decoding orders in one model).
 
-    python -m generation.tiny.train_generator --out weights/shapes/generator
+    python -m training.train_generator --out weights/shapes/generator
 
 Data: seeded scenes of the training prompt pool (evaluation prompts held out), tokenised with
 the shipped tokenizer. Each step trains half the batch on Show-o's mask-predict objective
@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from geneval.prompts import load_metadata
-from geneval.shapes.dataset import build_pairs
+from geneval.suites import load_metadata
+from shapes.dataset import build_pairs
 from generation.tiny.model import TinyConfig, TinyT2I
-from generation.tiny.text import WordTokenizer
-from generation.tiny.vq import PatchTokenizer
+from shapes.word_tokenizer import WordTokenizer
+from shapes.patch_tokenizer import PatchTokenizer
 
 SHAPES_PROMPTS = Path("geneval/prompts/shapes")
 

@@ -1,6 +1,6 @@
 """Train a shapes-world judge (``reward_models.shapes_judge``).
 
-    python -m reward_models.train_shapes_judge --recipe orm_zs --out weights/shapes/judges/orm_zs
+    python -m training.train_judges --recipe orm_zs --out weights/shapes/judges/orm_zs
 
 Recipe ``orm_zs``, the zero-shot outcome reward model (the analogue of an off-the-shelf VLM):
 trained only on *rendered* scenes, never on generated images. Each scene of a training-pool
@@ -12,7 +12,7 @@ and "above") is labelled yes. Captions stay inside the training pool: no evaluat
 ever read. Accuracy is reported on rendered scenes of the held-out evaluation suite.
 
 The other recipes fine-tune the zero-shot ORM on the embedded generator's own labelled
-generations (``reward_models.judge_data`` files of both decoding orders), as the paper
+generations (``training.judge_data`` files of both decoding orders), as the paper
 fine-tunes LLaVA-OneVision (paper.md section 2, "data"):
 
 - ``orm_ft``: final images, ORM question, the evaluator's verdict.
@@ -27,7 +27,7 @@ fine-tunes LLaVA-OneVision (paper.md section 2, "data"):
   (``shapes_judge.CRITIQUES``) and, on failing ones, the tokens to regenerate
   (``judge_data.reflection_target``); the heads are trained with the answer.
 
-    python -m reward_models.train_shapes_judge --recipe parm --init weights/shapes/judges/orm_zs \
+    python -m training.train_judges --recipe parm --init weights/shapes/judges/orm_zs \
         --data data/judges/mask_train.pt data/judges/raster_train.pt --out weights/shapes/judges/parm
 """
 from __future__ import annotations
@@ -44,13 +44,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from geneval.detection import COLORS
-from geneval.prompts import (RELATIONS, color_attr_record, color_record, counting_record, load_metadata,
+from geneval.suites import (RELATIONS, color_attr_record, color_record, counting_record, load_metadata,
                              position_record, single_object_record, two_object_record)
 from geneval.rules import RuleConfig, evaluate_image, filter_detections
-from geneval.shapes.render import SceneObject, render, sample_scene
-from geneval.shapes.world import GRID, PLURALS, SHAPES
-from generation.tiny.text import WordTokenizer
-from generation.tiny.vq import PatchTokenizer
+from shapes.render import SceneObject, render, sample_scene
+from shapes.world import GRID, PLURALS, SHAPES
+from shapes.word_tokenizer import WordTokenizer
+from shapes.patch_tokenizer import PatchTokenizer
 from reward_models.shapes_judge import CRITIQUES, JudgeNet, JudgeNetConfig, load_judge, save_judge
 
 SHAPES_PROMPTS = Path("geneval/prompts/shapes")
@@ -432,7 +432,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=100, help="linear warmup steps before the cosine decay")
     parser.add_argument("--init", default="weights/shapes/judges/orm_zs", help="fine-tuned recipes start here")
     parser.add_argument("--data", nargs="+", default=["data/judges/mask_train.pt", "data/judges/raster_train.pt"],
-                        help="fine-tuned recipes: reward_models.judge_data files")
+                        help="fine-tuned recipes: training.judge_data files")
     parser.add_argument("--clear-from", type=float, default=0.5, help="parm: clarity yes from this share of steps")
     parser.add_argument("--unclear-until", type=float, default=0.4, help="parm: clarity no up to this share")
     parser.add_argument("--pairwise-weight", type=float, default=1.0,

@@ -1,6 +1,6 @@
 """Fit the shapes-world tokenizer and measure how well the detector reads its reconstructions.
 
-    python -m generation.tiny.train_tokenizer --out weights/shapes/tokenizer
+    python -m training.train_tokenizer --out weights/shapes/tokenizer
 
 Cells come from scenes of every composition the six prompt templates allow over the shapes
 vocabulary. The tokenizer is an image codec that never sees text, so this is no prompt leak (as a
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geneval.prompts import enumerate_records, load_metadata, shapes_vocabulary
-from geneval.shapes.dataset import build_pairs
-from geneval.shapes.detect import detect_image, scene_key
-from generation.tiny.vq import PatchTokenizer
+from geneval.suites import enumerate_records, load_metadata, shapes_vocabulary
+from shapes.dataset import build_pairs
+from shapes.detect import detect_image, scene_key
+from shapes.patch_tokenizer import PatchTokenizer
 
 SHAPES_PROMPTS = Path("geneval/prompts/shapes")
 

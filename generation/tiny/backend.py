@@ -16,8 +16,8 @@ from generation.base import clone_generators
 from generation.config import GenerationConfig
 from generation.maskgit import guided_logits, maskgit_step, per_row_uniform, gumbel, step_temperature
 from generation.tiny.model import TinyT2I
-from generation.tiny.text import WordTokenizer
-from generation.tiny.vq import PatchTokenizer
+from shapes.word_tokenizer import WordTokenizer
+from shapes.patch_tokenizer import PatchTokenizer
 
 BLANK_CODE = 0
 """The tokenizer orders codes by frequency, so code 0 is the empty background cell."""

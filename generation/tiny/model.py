@@ -151,7 +151,7 @@ class TinyT2I(nn.Module):
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise ValueError(f"no generator weights at {directory}; train them with "
-                             "`python -m generation.tiny.train_generator`")
+                             "`python -m training.train_generator`")
         model = cls(TinyConfig(**json.loads((directory / "config.json").read_text())))
         model.load_state_dict(load_file(directory / "model.safetensors"))
         return model.eval()

@@ -21,7 +21,7 @@ by shape (``cfg.batch_size`` at a time), so a batch never adds padding and batch
 equal one-at-a-time results.
 
 Labels: the checkpoint's ``id2label`` names are mapped onto GenEval's spelling of the COCO
-classes (``geneval.prompts.COCO_CLASSES``) through ``LABEL_ALIASES``. Only detections of the
+classes (``geneval.suites.COCO_CLASSES``) through ``LABEL_ALIASES``. Only detections of the
 classes the prompts ask for are returned; the top 100 is still taken over all classes, as
 in mmdet, so this drops nothing the rules could look at.
 
@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from geneval.config import GenEvalConfig
 from geneval.detection import Detection
 from geneval.detectors.clip_color import CLIPColorClassifier, HFCLIPEncoder
-from geneval.prompts import COCO_CLASSES
+from geneval.suites import COCO_CLASSES
 from hub import local_snapshot
 
 TEST_SCALE = (1333, 800)

@@ -42,7 +42,7 @@ from geneval.config import GenEvalConfig
 from geneval.detection import Detection
 from geneval.detectors.clip_color import CLIPColorClassifier
 from geneval.detectors.hf import DEFAULT_CLIP, TEST_SCALE, check_image, same_shape_batches
-from geneval.prompts import COCO_CLASSES
+from geneval.suites import COCO_CLASSES
 
 CONFIG_NAME = "mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco.py"
 CHECKPOINT_URL = ("https://download.openmmlab.com/mmdetection/v3.0/mask2former/"

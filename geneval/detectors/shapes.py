@@ -1,12 +1,12 @@
-"""The ``shapes`` backend: the weight-free shapes-world detector (geneval.shapes.detect)."""
+"""The ``shapes`` backend: the weight-free shapes-world detector (shapes.detect)."""
 from __future__ import annotations
 
 import torch
 
 from geneval.config import GenEvalConfig
 from geneval.detection import ColorClassifier, Detector
-from geneval.shapes.detect import ShapesDetector
-from geneval.shapes.world import SHAPES
+from shapes.detect import ShapesDetector
+from shapes.world import SHAPES
 
 
 def build(cfg: GenEvalConfig, device: torch.device, classes: list[str]) -> tuple[Detector, ColorClassifier | None]:

@@ -1,0 +1,58 @@
+"""The import rules of the project, read from every module's imports (ast, nothing is run).
+
+generation/ and reward_models/ never import each other; the evaluator (geneval/) and the shapes
+world (shapes/) import neither of them, nor search, dpo/ or training/; the recipes in training/
+are imported by nothing outside training/; and nothing imports ``main``.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LIBRARIES = ("generation", "reward_models", "search", "dpo", "training")
+FORBIDDEN = {
+    "generation": {"reward_models", "search", "dpo", "training", "main"},
+    "reward_models": {"generation", "search", "dpo", "training", "main"},
+    "geneval": set(LIBRARIES) | {"main"},
+    "shapes": set(LIBRARIES) | {"main"},
+}
+"""Top-level package of the importer -> top-level names it must not import."""
+
+
+def modules() -> list[Path]:
+    skip = {"tests", ".venv", "build", ".git"}
+    return sorted(p for p in REPO.rglob("*.py") if not skip & set(p.relative_to(REPO).parts))
+
+
+def imported(path: Path) -> set[str]:
+    """Top-level names of every import in ``path``, at any depth (lazy imports count too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def owner(path: Path) -> str:
+    parts = path.relative_to(REPO).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def test_every_module_keeps_the_import_rules():
+    broken = []
+    for path in modules():
+        package, names = owner(path), imported(path)
+        bad = names & FORBIDDEN.get(package, set())
+        if package != "training":
+            bad |= names & {"training", "main"}
+        broken += [f"{path.relative_to(REPO)} imports {name}" for name in sorted(bad)]
+    assert not broken, "import rules broken:\n" + "\n".join(broken)
+
+
+def test_the_rule_reader_sees_lazy_imports(tmp_path):
+    source = tmp_path / "lazy.py"
+    source.write_text("def f():\n    from reward_models.judge import Question\n    import main as runner\n")
+    assert imported(source) == {"reward_models", "main"}
