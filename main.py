@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import importlib.util
 import json
 import platform
 import subprocess
@@ -44,9 +43,6 @@ from geneval.evaluate import evaluate_outdir
 from geneval.layout import METADATA_FILE, TMP_SUFFIX, atomic_write_text, prompt_dir, sample_done, write_sample
 from geneval.suites import check_prompts_match, load_metadata, load_prompts
 from search import ImageRequest, Selection, build_policy, check_policy_name
-
-SHOWO_MISSING = ("generation.backend=showo: the Show-o backend is not available in this version. Run the "
-                 "embedded shapes-world preset instead: python main.py --config configs/shapes.yaml")
 
 FLAGS = {
     "prompts_file": ("run.prompts_file", str),
@@ -113,15 +109,9 @@ def resolve_dpo_model(name: str, checkpoints: dict[str, str]) -> tuple[str, str 
 
 
 def check_backend(name: str) -> None:
-    """A name of ``generation.GENERATORS`` whose module exists in this checkout."""
+    """A name of ``generation.GENERATORS`` (checked before any model loads)."""
     if name not in GENERATORS:
         raise ValueError(f"unknown generation.backend {name!r}; valid: {sorted(GENERATORS)}")
-    module = GENERATORS[name].split(":")[0]
-    if importlib.util.find_spec(module) is None:
-        if name == "showo":
-            raise ValueError(SHOWO_MISSING)
-        raise ValueError(f"generation.backend={name}: the {name} backend is not available in this version "
-                         f"({module} is missing); valid backends are {sorted(GENERATORS)}")
 
 
 @dataclass
@@ -249,10 +239,10 @@ def trace_path(outdir: Path, prompt_index: int, sample_index: int) -> Path:
 def trace_lines(request: ImageRequest, selection: Selection, seed: int) -> str:
     lines = []
     for record in selection.candidates:
-        candidate = record["candidate"]
+        candidate = record.candidate
         line = {"prompt": request.prompt, "prompt_index": request.prompt_index, "sample": request.sample_index,
                 "candidate": candidate, "seed": [seed, request.prompt_index, request.sample_index, candidate]}
-        line.update(record)
+        line.update(record.as_json())
         lines.append(json.dumps(line) + "\n")
     return "".join(lines)
 

@@ -4,12 +4,14 @@ A policy turns a batch of image requests (prompt, prompt index, image index) int
 image per request plus a trace record per candidate. It drives any backend through the
 step-wise ``generation.base.Generator`` protocol and seeds candidate ``c`` of image ``s`` of
 prompt ``p`` with ``seeded_generator(seed, p, s, c)``, so images do not depend on batching or on
-the number of ranks. ``main.py`` picks a policy by ``run.reward_model`` from ``POLICIES``.
+the number of ranks. ``main.py`` picks a policy by ``run.reward_model`` from ``POLICIES`` and
+``build_policy`` builds it with its judge (built once, ``policy_judge``), the ``search:`` settings
+and N.
 The N candidates of every request in a call run as rows of one canvas, and every judge call
 of a step is one batch (anchors.md D.3); how a policy asks its judge is in
 ``reward_models/verifiers.py``.
 
-Policies (N = ``run.search_num``; each verifier policy loads the judge ``reward_checkpoints[name]``
+Policies (N = ``run.search_num``; each verifier policy is handed the judge ``reward_checkpoints[name]``
 with the ``reward:`` settings):
 
 - ``none``: plain decoding of candidate 0 (upstream ``--reward_model ''``, baseline.py).
@@ -51,23 +53,27 @@ with the ``reward:`` settings):
 Raster backends (LlamaGen, Janus order) run the same policies: a step is then a block of
 ``generation.rows_per_step`` token rows, and a preview shows the rows decoded so far.
 
-Every candidate record holds ``generator_forwards`` (candidate-rows times model forwards the
-backend counts in ``num_forwards``, null for a backend that does not count) and ``judge_calls``
+Every candidate's trace record is a dataclass (``OrmRecord``, ``PrmRecord``, ``ParmRecord``; one
+JSON line each, ``TraceRecord.as_json``). Past plain decoding each holds ``generator_forwards``
+(candidate-rows times model forwards the backend counts in ``num_forwards``) and ``judge_calls``
 (rows judged); the image's totals are the sums over its candidates.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, ClassVar, Protocol
 
 import torch
 
 import reward_models
 from config import Config, SearchConfig
+from distributed import resolve_device
 from generation import refine
 from generation.base import Generator, run_to_end, seeded_generator
+from geneval.suites import load_metadata
 from reward_models import verifiers
 from reward_models.judge import YesNoJudge
+from reward_models.oracle import GenEvalOracle
 
 
 @dataclass(frozen=True)
@@ -79,13 +85,98 @@ class ImageRequest:
     """Which of the prompt's ``run.eval_num`` images."""
 
 
+# ----------------------------------------------------------------------------
+# Trace records: one JSON line per candidate (``main.py`` adds prompt, sample and seed)
+
+@dataclass
+class TraceRecord:
+    candidate: int
+    """The candidate index c."""
+
+    OMITTED_WHEN_UNSET: ClassVar[tuple[str, ...]] = ()
+    """Fields written only once set (PARM++ reflection, on the chosen candidate alone)."""
+
+    def as_json(self) -> dict:
+        """The record as its trace line's fields, in declaration order."""
+        return {key: value for key, value in asdict(self).items()
+                if not (key in self.OMITTED_WHEN_UNSET and value is None)}
+
+    @classmethod
+    def from_json(cls, line: dict):
+        """The record a trace line holds (the runner's prompt and seed fields are left out)."""
+        return cls(**{f.name: line[f.name] for f in fields(cls) if f.name in line})
+
+
+@dataclass
+class PlainRecord(TraceRecord):
+    chosen: bool = True
+
+
+@dataclass
+class CandidateRecord(TraceRecord):
+    generator_forwards: float = 0
+    """This candidate's share of the generator's forwards (an int when whole, see ``Candidates``)."""
+    judge_calls: int = 0
+
+
+@dataclass
+class OrmRecord(CandidateRecord):
+    final_score: float | None = None
+    """P(yes) to the ORM question on the final image."""
+    chosen: bool = False
+
+
+@dataclass
+class PrmRecord(CandidateRecord):
+    prm_steps: list[int] = field(default_factory=list)
+    """Steps after which this slot's preview was judged."""
+    step_scores: list[float] = field(default_factory=list)
+    kept: list[bool] = field(default_factory=list)
+    """Per judged step: whether this slot's row was the one every row continued from."""
+    final_score: float | None = None
+    chosen: bool = False
+
+
+@dataclass
+class ReflectionRound:
+    """One PARM++ round on the chosen image: the critique, the redone region and the new verdict."""
+    round: int
+    critique: str
+    region_size: int
+    p_yes: float | None = None
+    p_no: float | None = None
+    verdict: str | None = None
+
+
+@dataclass
+class ParmRecord(CandidateRecord):
+    clarity: list[str] = field(default_factory=list)
+    """The clarity answer at each judged step until the first "yes"."""
+    clear_step: int | None = None
+    potential: str | None = None
+    """The potential answer, asked once at ``clear_step``."""
+    potential_p_yes: float | None = None
+    potential_p_no: float | None = None
+    prune_step: int | None = None
+    """The step after which the path left the canvas (``search.prune``)."""
+    final_score: float | None = None
+    chosen: bool = False
+    fallback: bool = False
+    """Chosen by the fallback (no path survived)."""
+    rounds: list[ReflectionRound] | None = None
+    """PARM++ only, on the chosen candidate: each reflection round."""
+    reflect_p_yes: float | None = None
+    reflect_p_no: float | None = None
+
+    OMITTED_WHEN_UNSET: ClassVar[tuple[str, ...]] = ("rounds", "reflect_p_yes", "reflect_p_no")
+
+
 @dataclass
 class Selection:
     image: torch.Tensor
     """``uint8 [3, H, W]``: the kept image."""
-    candidates: list[dict]
-    """One record per candidate, each with at least ``candidate`` (its index c) and whatever the
-    policy wants traced (``chosen``, scores, prune step); ``main.py`` adds prompt and seed."""
+    candidates: list[TraceRecord]
+    """One record per candidate, in candidate order."""
 
 
 class Policy(Protocol):
@@ -100,15 +191,16 @@ class Policy(Protocol):
 class PlainDecoding:
     """``reward_model=none``: one candidate (index 0) per image, decoded to the end and kept."""
 
-    num_candidates = 1
+    judge_source = None
 
-    def __init__(self, cfg: Config, device: torch.device):
-        del cfg, device  # nothing to load; verifier policies build their reward models here
+    def __init__(self, judge: None, search: SearchConfig, num_candidates: int):
+        del judge, search, num_candidates  # one candidate, no judge: upstream's --reward_model ''
+        self.num_candidates = 1
 
     def __call__(self, generator: Generator, requests: list[ImageRequest], seed: int) -> list[Selection]:
         generators = [seeded_generator(seed, r.prompt_index, r.sample_index, 0) for r in requests]
         images = run_to_end(generator, [r.prompt for r in requests], generators)  # uint8 [B, 3, H, W]
-        return [Selection(image, [{"candidate": 0, "chosen": True}]) for image in images]
+        return [Selection(image, [PlainRecord(0)]) for image in images]
 
 
 # ----------------------------------------------------------------------------
@@ -150,12 +242,10 @@ class Candidates:
     """
 
     def __init__(self, generator: Generator, requests: list[ImageRequest], num_candidates: int, seed: int,
-                 fields: Callable[[], dict]):
+                 record: type[CandidateRecord]):
         self.generator, self.requests, self.seed = generator, requests, seed
         self.slots = [Slot(r, c) for r in range(len(requests)) for c in range(num_candidates)]
-        self.records = [[{"candidate": c, "generator_forwards": 0, "judge_calls": 0, **fields()}
-                         for c in range(num_candidates)] for _ in requests]
-        self.counts_forwards = _forwards(generator) is not None
+        self.records = [[record(c) for c in range(num_candidates)] for _ in requests]
         generators = [seeded_generator(seed, requests[s.request].prompt_index, requests[s.request].sample_index,
                                        s.candidate) for s in self.slots]
         self.canvas = self.charged(self.slots, lambda: generator.start(self.prompts(), generators))
@@ -165,7 +255,7 @@ class Candidates:
         rows = range(len(self.slots)) if rows is None else rows
         return [self.requests[self.slots[i].request].prompt for i in rows]
 
-    def record(self, row: int) -> dict:
+    def record(self, row: int) -> CandidateRecord:
         slot = self.slots[row]
         return self.records[slot.request][slot.candidate]
 
@@ -189,12 +279,11 @@ class Candidates:
     # -- generator and judge --------------------------------------------------------------------
     def charged(self, slots: list[Slot], run: Callable):
         """``run()``, charging the model forwards it makes to ``slots`` in equal shares."""
-        before = _forwards(self.generator)
+        before = self.generator.num_forwards
         result = run()
-        if self.counts_forwards:
-            share = (_forwards(self.generator) - before) / len(slots)
-            for slot in slots:
-                self.records[slot.request][slot.candidate]["generator_forwards"] += share
+        share = (self.generator.num_forwards - before) / len(slots)
+        for slot in slots:
+            self.records[slot.request][slot.candidate].generator_forwards += share
         return result
 
     def step(self) -> int:
@@ -205,33 +294,20 @@ class Candidates:
     def ask(self, rows: list[int], question: Callable, images: torch.Tensor):
         """``question(images, prompts)`` about ``rows``, one judge call charged to each row."""
         for row in rows:
-            self.record(row)["judge_calls"] += 1
+            self.record(row).judge_calls += 1
         return question(images, self.prompts(rows))
 
-    def finished_records(self) -> list[list[dict]]:
+    def finished_records(self) -> list[list[CandidateRecord]]:
         for record in (r for records in self.records for r in records):
-            forwards = record["generator_forwards"]
-            record["generator_forwards"] = (int(forwards) if float(forwards).is_integer() else forwards) \
-                if self.counts_forwards else None
+            forwards = record.generator_forwards
+            record.generator_forwards = int(forwards) if float(forwards).is_integer() else forwards
         return self.records
-
-
-def _forwards(generator: Generator) -> int | None:
-    # Not part of the Generator protocol yet; every backend of this repository counts them.
-    return getattr(generator, "num_forwards", None)
 
 
 def best_row(rows: list[int], scores: dict[int, float], candidates: Candidates, lowest: bool = False) -> int:
     """The row with the highest score (``lowest``: the lowest); ties go to the lowest candidate index."""
     sign = 1.0 if lowest else -1.0
     return min(rows, key=lambda row: (sign * scores[row], candidates.slots[row].candidate))
-
-
-def load_judge(cfg: Config, name: str, device, judge: YesNoJudge | None) -> YesNoJudge:
-    """``judge`` when given (tests, callers sharing one judge); else the preset's checkpoint for ``name``."""
-    if judge is not None:
-        return judge
-    return reward_models.build_judge(verifiers.judge_config(cfg.reward, cfg.reward_checkpoints, name), device)
 
 
 # ----------------------------------------------------------------------------
@@ -241,22 +317,19 @@ class ZeroShotOrm:
     """``orm_zs``: best-of-N with the zero-shot ORM (paper section 3.2; upstream orm.py + selector.orm)."""
 
     name = "orm_zs"
+    judge_source = "checkpoint"
 
-    def __init__(self, cfg: Config, device: torch.device, judge: YesNoJudge | None = None):
-        self.num_candidates = cfg.run.search_num
-        self.judge = load_judge(cfg, self.name, device, judge)
+    def __init__(self, judge: YesNoJudge, search: SearchConfig, num_candidates: int):
+        del search  # best-of-N has no search settings
+        self.judge, self.num_candidates = judge, num_candidates
 
     def __call__(self, generator: Generator, requests: list[ImageRequest], seed: int) -> list[Selection]:
-        pool = Candidates(generator, requests, self.num_candidates, seed, _orm_fields)
+        pool = Candidates(generator, requests, self.num_candidates, seed, OrmRecord)
         while pool.canvas.step_index < generator.num_steps:
             pool.step()
         finals = generator.finish(pool.canvas)
         chosen = choose_by_orm(pool, self.judge, finals)
         return [Selection(finals[row], records) for row, records in zip(chosen, pool.finished_records())]
-
-
-def _orm_fields() -> dict:
-    return {"final_score": None, "chosen": False}
 
 
 def choose_by_orm(pool: Candidates, judge: YesNoJudge, finals: torch.Tensor) -> list[int]:
@@ -266,9 +339,9 @@ def choose_by_orm(pool: Candidates, judge: YesNoJudge, finals: torch.Tensor) -> 
     chosen = []
     for request in range(len(pool.requests)):
         for row in pool.rows_of(request):
-            pool.record(row)["final_score"] = scores[row]
+            pool.record(row).final_score = scores[row]
         chosen.append(best_row(pool.rows_of(request), dict(enumerate(scores)), pool))
-        pool.record(chosen[-1])["chosen"] = True
+        pool.record(chosen[-1]).chosen = True
     return chosen
 
 
@@ -282,14 +355,7 @@ class OracleBestOfN(ZeroShotOrm):
     """``oracle``: the same best-of-N with the GenEval evaluator as the judge (module docstring)."""
 
     name = "oracle"
-
-    def __init__(self, cfg: Config, device: torch.device, judge: YesNoJudge | None = None):
-        from distributed import env_ranks, resolve_device
-        from reward_models.oracle import GenEvalOracle
-
-        self.num_candidates = cfg.run.search_num
-        self.judge = judge or GenEvalOracle.from_files(
-            cfg.geneval, cfg.run.metadata_file, resolve_device(cfg.geneval.device, env_ranks()[2]))
+    judge_source = "oracle"
 
 
 # ----------------------------------------------------------------------------
@@ -299,14 +365,13 @@ class StepSearch:
     """``prm``: greedy step-level search with N expansions (defined in the module docstring)."""
 
     name = "prm"
+    judge_source = "checkpoint"
 
-    def __init__(self, cfg: Config, device: torch.device, judge: YesNoJudge | None = None):
-        self.num_candidates = cfg.run.search_num
-        self.every = cfg.search.prm_every
-        self.judge = load_judge(cfg, self.name, device, judge)
+    def __init__(self, judge: YesNoJudge, search: SearchConfig, num_candidates: int):
+        self.judge, self.num_candidates, self.every = judge, num_candidates, search.prm_every
 
     def __call__(self, generator: Generator, requests: list[ImageRequest], seed: int) -> list[Selection]:
-        pool = Candidates(generator, requests, self.num_candidates, seed, _prm_fields)
+        pool = Candidates(generator, requests, self.num_candidates, seed, PrmRecord)
         while pool.canvas.step_index < generator.num_steps:
             step = pool.step()
             if step < generator.num_steps and step % self.every == 0:
@@ -326,12 +391,12 @@ class StepSearch:
             kept = best_row(mine, dict(enumerate(scores.tolist())), pool)
             for row in mine:
                 record = pool.record(row)
-                record["prm_steps"].append(step)
-                record["step_scores"].append(scores[row].item())
-                record["kept"].append(row == kept)
+                record.prm_steps.append(step)
+                record.step_scores.append(scores[row].item())
+                record.kept.append(row == kept)
             sources += [kept] * len(mine)
         pool.copy_states(sources)
-        generators = _canvas_generators(pool.canvas, "prm")
+        generators = pool.canvas.generators
         for row, source in enumerate(sources):
             if row != source:  # the kept row continues its own stream; the copies branch off
                 request, slot = pool.request_of(row), pool.slots[row]
@@ -339,36 +404,17 @@ class StepSearch:
                                                    slot.candidate, step, "prm")
 
 
-def _prm_fields() -> dict:
-    return {"prm_steps": [], "step_scores": [], "kept": [], "final_score": None, "chosen": False}
-
-
-def _canvas_generators(canvas, policy: str) -> list[torch.Generator]:
-    # Not part of the Canvas protocol yet; every backend of this repository keeps one per row.
-    generators = getattr(canvas, "generators", None)
-    if not isinstance(generators, list):
-        raise ValueError(f"--reward_model {policy} needs a canvas with a per-row 'generators' list; "
-                         f"{type(canvas).__name__} has none")
-    return generators
-
-
 # ----------------------------------------------------------------------------
 # PARM
-
-def _parm_fields() -> dict:
-    return {"clarity": [], "clear_step": None, "potential": None, "potential_p_yes": None, "potential_p_no": None,
-            "prune_step": None, "final_score": None, "chosen": False, "fallback": False}
-
 
 class Parm:
     """``parm``: clarity, potential, best-of-N' and the fallback (module docstring; paper section 4)."""
 
     name = "parm"
+    judge_source = "checkpoint"
 
-    def __init__(self, cfg: Config, device: torch.device, judge: YesNoJudge | None = None):
-        self.num_candidates = cfg.run.search_num
-        self.search: SearchConfig = cfg.search
-        self.judge = load_judge(cfg, self.name, device, judge)
+    def __init__(self, judge: YesNoJudge, search: SearchConfig, num_candidates: int):
+        self.judge, self.search, self.num_candidates = judge, search, num_candidates
 
     def __call__(self, generator: Generator, requests: list[ImageRequest], seed: int) -> list[Selection]:
         pool, chosen, finals = self.run(generator, requests, seed)
@@ -377,7 +423,7 @@ class Parm:
     def run(self, generator: Generator, requests: list[ImageRequest], seed: int
             ) -> tuple[Candidates, list[int], torch.Tensor]:
         """The pool after the last step, the chosen row of each request, and the finals of all rows."""
-        pool = Candidates(generator, requests, self.num_candidates, seed, _parm_fields)
+        pool = Candidates(generator, requests, self.num_candidates, seed, ParmRecord)
         while pool.canvas.step_index < generator.num_steps:
             step = pool.step()
             self.judge_step(pool, step)
@@ -396,7 +442,7 @@ class Parm:
 
     def judge_step(self, pool: Candidates, step: int) -> None:
         """Clarity for the rows not yet clear; potential, once, for those clear at this step."""
-        pending = [row for row in range(len(pool.slots)) if pool.record(row)["clear_step"] is None]
+        pending = [row for row in range(len(pool.slots)) if pool.record(row).clear_step is None]
         if not pending:
             return
         previews = pool.generator.preview(pool.canvas)[pending]
@@ -404,9 +450,9 @@ class Parm:
         clear = []
         for k, row in enumerate(pending):
             answer = self.decide(pool, row, step, "clarity", p_yes[k].item(), p_no[k].item())
-            pool.record(row)["clarity"].append(answer)
+            pool.record(row).clarity.append(answer)
             if verifiers.is_clear(answer):
-                pool.record(row)["clear_step"] = step
+                pool.record(row).clear_step = step
                 clear.append(k)
         if not clear:
             return
@@ -414,8 +460,8 @@ class Parm:
         q_yes, q_no = pool.ask(rows, lambda im, pr: verifiers.potential(self.judge, im, pr), previews[clear])
         for k, row in enumerate(rows):
             record = pool.record(row)
-            record["potential"] = self.decide(pool, row, step, "potential", q_yes[k].item(), q_no[k].item())
-            record["potential_p_yes"], record["potential_p_no"] = q_yes[k].item(), q_no[k].item()
+            record.potential = self.decide(pool, row, step, "potential", q_yes[k].item(), q_no[k].item())
+            record.potential_p_yes, record.potential_p_no = q_yes[k].item(), q_no[k].item()
 
     def prune(self, pool: Candidates, step: int) -> None:
         """Drop stopped paths; while an image has no survivor, its best stopped path runs on as fallback."""
@@ -429,7 +475,7 @@ class Parm:
                                     lowest=True)
             keep += [row for row in rows if row not in stopped or row == fallback]
         for row in set(range(len(pool.slots))) - set(keep):
-            pool.record(row)["prune_step"] = step
+            pool.record(row).prune_step = step
         pool.keep(keep)
 
     def select(self, pool: Candidates, finals: torch.Tensor) -> list[int]:
@@ -442,29 +488,29 @@ class Parm:
             rows = pool.rows_of(request)
             mine = [row for row in rows if row in final_score]
             for row in mine:
-                pool.record(row)["final_score"] = final_score[row]
+                pool.record(row).final_score = final_score[row]
             if mine:
                 row = best_row(mine, final_score, pool)
             else:
                 row = best_row(rows, {r: fallback_score(pool.record(r)) for r in rows}, pool, lowest=True)
-                pool.record(row)["fallback"] = True
-            pool.record(row)["chosen"] = True
+                pool.record(row).fallback = True
+            pool.record(row).chosen = True
             chosen.append(row)
         return chosen
 
 
-def survives(record: dict) -> bool:
+def survives(record: ParmRecord) -> bool:
     """Whether a PARM trace record's path passed its potential assessment (best-of-N' keeps it)."""
-    return record["potential"] is not None and verifiers.has_potential(record["potential"])
+    return record.potential is not None and verifiers.has_potential(record.potential)
 
 
-def _stopped(record: dict) -> bool:
-    return record["potential"] is not None and not verifiers.has_potential(record["potential"])
+def _stopped(record: ParmRecord) -> bool:
+    return record.potential is not None and not verifiers.has_potential(record.potential)
 
 
-def fallback_score(record: dict) -> float:
+def fallback_score(record: ParmRecord) -> float:
     """P(no) by which PARM's fallback ranks a path when none survives (lowest wins)."""
-    return verifiers.fallback_p_no(record["clear_step"], record["potential"], record["potential_p_no"])
+    return verifiers.fallback_p_no(record.clear_step, record.potential, record.potential_p_no)
 
 
 # ----------------------------------------------------------------------------
@@ -475,23 +521,23 @@ class ParmPlusPlus(Parm):
 
     name = "parm++"
 
-    def __init__(self, cfg: Config, device: torch.device, judge: YesNoJudge | None = None):
-        super().__init__(cfg, device, judge)
+    def __init__(self, judge: YesNoJudge, search: SearchConfig, num_candidates: int):
+        super().__init__(judge, search, num_candidates)
         if not verifiers.is_reflective(self.judge):
             raise ValueError(f"--reward_model parm++ needs a reflective judge (one with reflect(images, prompts), "
-                             f"reward_models/verifiers.py::ReflectiveJudge); the {type(self.judge).__name__} of "
-                             f"reward.backend={cfg.reward.backend!r} has none. Use --reward_model parm instead")
-        self.rounds = cfg.search.reflect_rounds
+                             f"reward_models/verifiers.py::ReflectiveJudge); the {type(self.judge).__name__} set by "
+                             "reward.backend has none. Use --reward_model parm instead")
+        self.rounds = search.reflect_rounds
 
     def __call__(self, generator: Generator, requests: list[ImageRequest], seed: int) -> list[Selection]:
         pool, chosen, finals = self.run(generator, requests, seed)
         images = finals[chosen].clone()
-        tokens = refine.final_tokens(generator, pool.canvas)[chosen].clone()
+        tokens = generator.final_tokens(pool.canvas)[chosen].clone()
         for row in chosen:
-            pool.record(row)["rounds"] = []
+            pool.record(row).rounds = []
         active = []
         for request, (row, (p_yes, p_no)) in enumerate(zip(chosen, self.verdicts(pool, chosen, images))):
-            pool.record(row)["reflect_p_yes"], pool.record(row)["reflect_p_no"] = p_yes, p_no
+            pool.record(row).reflect_p_yes, pool.record(row).reflect_p_no = p_yes, p_no
             if verifiers.argmax_answer(p_yes, p_no) == verifiers.NO:
                 active.append(request)
         for round_index in range(1, self.rounds + 1):
@@ -521,12 +567,13 @@ class ParmPlusPlus(Parm):
             image, new_tokens = pool.charged([slot], lambda: refine.regenerate(
                 pool.generator, [info.prompt], tokens[request:request + 1], flagged[None], [stream]))
             images[request], tokens[request] = image[0], new_tokens[0].to(tokens.device)
-            pool.record(row)["rounds"].append({"round": round_index, "critique": reflection.text,
-                                               "region_size": int(reflection.token_mask.sum())})
+            pool.record(row).rounds.append(ReflectionRound(round_index, reflection.text,
+                                                           int(reflection.token_mask.sum())))
         still = []
         for row, request, (p_yes, p_no) in zip(rows, requests, self.verdicts(pool, rows, images[requests])):
             answer = verifiers.argmax_answer(p_yes, p_no)
-            pool.record(row)["rounds"][-1].update({"p_yes": p_yes, "p_no": p_no, "verdict": answer})
+            last = pool.record(row).rounds[-1]
+            last.p_yes, last.p_no, last.verdict = p_yes, p_no, answer
             if answer == verifiers.NO:
                 still.append(request)
         return still
@@ -534,14 +581,31 @@ class ParmPlusPlus(Parm):
 
 POLICIES: dict[str, type] = {"none": PlainDecoding, "orm_zs": ZeroShotOrm, "orm_ft": FineTunedOrm,
                              "prm": StepSearch, "parm": Parm, "parm++": ParmPlusPlus, "oracle": OracleBestOfN}
-"""``run.reward_model`` name -> policy class, constructed as ``cls(cfg, device)``."""
-
-
-def build_policy(cfg: Config, device: torch.device) -> Policy:
-    return POLICIES[check_policy_name(cfg.run.reward_model)](cfg, device)
+"""``run.reward_model`` name -> policy class, constructed as ``cls(judge, search_settings, N)``. A class
+says which judge it is handed by ``judge_source``: None (no judge), ``"checkpoint"`` (the
+``reward:`` judge with the checkpoint ``reward_checkpoints[cls.name]``) or ``"oracle"`` (the GenEval
+evaluator)."""
 
 
 def check_policy_name(name: str) -> str:
+    """``name`` when it is a key of ``POLICIES`` (``main.prepare`` checks it once, before anything loads)."""
     if name not in POLICIES:
         raise ValueError(f"unknown --reward_model {name!r}; valid: {sorted(POLICIES)}")
     return name
+
+
+def policy_judge(cfg: Config, device: torch.device | str) -> YesNoJudge | None:
+    """The judge the run's policy asks, built once on ``device`` (the generator's) or where the config says."""
+    policy = POLICIES[cfg.run.reward_model]
+    if policy.judge_source is None:
+        return None
+    if policy.judge_source == "oracle":
+        device = torch.device(device)
+        oracle_device = device if cfg.geneval.device == "auto" else resolve_device(cfg.geneval.device, device.index or 0)
+        return GenEvalOracle(cfg.geneval, load_metadata(cfg.run.metadata_file), oracle_device)
+    return reward_models.build_judge(verifiers.judge_config(cfg.reward, cfg.reward_checkpoints, policy.name), device)
+
+
+def build_policy(cfg: Config, device: torch.device | str) -> Policy:
+    """The policy ``run.reward_model`` with its judge, the ``search:`` settings and N = ``run.search_num``."""
+    return POLICIES[cfg.run.reward_model](policy_judge(cfg, device), cfg.search, cfg.run.search_num)

@@ -57,7 +57,9 @@ def timed_policy(policy, generator, requests, seed: int) -> tuple[list, float, i
 
 def parm_vs_best_of_n(cfg, generator, requests, oracle, device) -> dict:
     out = {}
-    policies = {"best-of-N (ORM ft)": search.FineTunedOrm(cfg, device), "PARM": search.Parm(cfg, device)}
+    policies = {}
+    for label, name in (("best-of-N (ORM ft)", "orm_ft"), ("PARM", "parm")):
+        policies[label] = search.build_policy(replace(cfg, run=replace(cfg.run, reward_model=name)), device)
     for name, policy in policies.items():
         selections, seconds, forwards = timed_policy(policy, generator, requests, cfg.run.seed)
         images = torch.stack([s.image for s in selections])
@@ -85,7 +87,7 @@ def upstream_style(generator, judge, requests, n: int, seed: int, folder: Path) 
 
 def batched_vs_upstream(cfg, generator, requests, device) -> dict:
     judge = build_judge(verifiers.judge_config(cfg.reward, cfg.reward_checkpoints, "orm_ft"), device)
-    policy = search.FineTunedOrm(cfg, device, judge=judge)
+    policy = search.FineTunedOrm(judge, cfg.search, cfg.run.search_num)
     n = cfg.run.search_num
     start = time.perf_counter()
     policy(generator, requests, cfg.run.seed)

@@ -2,8 +2,10 @@
 
 Search policies (``search.py``) drive any backend through it: they start a batch of
 candidates, advance them one decoding step at a time, look at previews, drop or duplicate
-candidate rows with ``Canvas.select``, and finish. Images cross this boundary as
-``uint8 [B, 3, H, W]`` tensors, never through files.
+candidate rows with ``Canvas.select``, and finish; PARM++ reads a finished canvas's codes and
+restarts decoding from some of them (``generation/refine.py`` holds the shared semantics). Every
+backend of ``generation.GENERATORS`` implements every member below; nothing is probed with
+``getattr``. Images cross this boundary as ``uint8 [B, 3, H, W]`` tensors, never through files.
 """
 from __future__ import annotations
 
@@ -48,6 +50,19 @@ class Generator(Protocol):
 
     def finish(self, canvas: Canvas) -> torch.Tensor:
         """``uint8 [B, 3, H, W]`` final images of a canvas that has run ``num_steps`` steps."""
+        ...
+
+    def final_tokens(self, canvas: Canvas) -> torch.Tensor:
+        """``long [B, N]`` codes of a finished canvas (what ``finish`` decodes); ``ValueError`` on an
+        unfinished one (``check_finished``)."""
+        ...
+
+    def restart(self, prompts: list[str], tokens: torch.Tensor, regenerate: torch.Tensor,
+                generators: list[torch.Generator]) -> Canvas:
+        """A canvas holding ``tokens`` (``long [B, N]``) where ``regenerate`` (``bool [B, N]``) is False,
+        ready to ``step`` to the end; the flagged codes are decoded again with randomness from
+        ``generators``. Mask and raster semantics: ``generation/refine.py``; input checks:
+        ``check_restart_inputs``."""
         ...
 
 
@@ -116,7 +131,31 @@ def check_restart_inputs(prompts: list[str], tokens: torch.Tensor, regenerate: t
         raise ValueError("every row must flag at least one token to regenerate")
 
 
-def check_finished(canvas, num_steps: int) -> None:
-    """``final_tokens`` reads only a canvas that ran every step (an unfinished one has no final codes)."""
+def check_finished(canvas, num_steps: int, reader: str = "final_tokens") -> None:
+    """``finish`` and ``final_tokens`` read only a canvas that ran every step (an unfinished one has no
+    final codes)."""
     if canvas.step_index != num_steps:
-        raise ValueError(f"canvas ran {canvas.step_index} of {num_steps} steps; final_tokens needs a finished canvas")
+        raise ValueError(f"canvas ran {canvas.step_index} of {num_steps} steps; {reader} needs a finished canvas")
+
+
+class RasterOutputs:
+    """``preview``, ``finish`` and ``final_tokens`` of the raster backends (Janus, LlamaGen), whose
+    canvases hold ``tokens`` (``long [B, grid * grid]``, -1 where not decoded yet) and advance
+    ``cfg.rows_per_step`` token rows a step. The backend provides ``grid``, ``patch``,
+    ``image_size``, ``num_steps``, ``decode`` (all codes) and ``decode_rows`` (the first rows)."""
+
+    @torch.inference_mode()
+    def preview(self, canvas) -> torch.Tensor:
+        """The finished rows decoded as a strip on a grey image, ``uint8 [B, 3, H, W]``."""
+        return raster_preview(self.decode_rows, canvas.tokens, canvas.step_index * self.cfg.rows_per_step,
+                              self.grid, self.patch, self.image_size)
+
+    @torch.inference_mode()
+    def finish(self, canvas) -> torch.Tensor:
+        check_finished(canvas, self.num_steps, "finish")
+        return self.decode(canvas.tokens)
+
+    def final_tokens(self, canvas) -> torch.Tensor:
+        """``long [B, N]`` codes of a finished canvas (what ``finish`` decodes)."""
+        check_finished(canvas, self.num_steps)
+        return canvas.tokens

@@ -31,8 +31,8 @@ checks that both give the same tokens on a tiny random Janus.
 - DPO (dpo/backends.py): ``sequence_logprob`` is the exact teacher-forced log-likelihood, optionally
   under the unconditional prompt (text dropout); ``encode`` turns the generator's PNGs back into
   codes through the VQ encoder.
-- PARM++ self-correction: ``restart`` / ``final_tokens`` (the extension generation/refine.py looks
-  for) replay the kept rows into the KV cache, code by code as ``step`` feeds them, and decode the
+- PARM++ self-correction: ``restart`` / ``final_tokens`` (protocol members, semantics in
+  generation/refine.py) replay the kept rows into the KV cache, code by code as ``step`` feeds them, and decode the
   rest again (a raster model cannot condition on later codes).
 
 Weights are read from a local folder or the Hugging Face cache, never downloaded. Use:
@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, DynamicCache, JanusForConditionalGeneration
 
-from generation.base import check_finished, check_restart_inputs, clone_generators, raster_preview
+from generation.base import RasterOutputs, check_restart_inputs, clone_generators
 from hub import local_snapshot
 from generation.config import GenerationConfig
 from generation.maskgit import gumbel, per_row_uniform
@@ -100,7 +100,7 @@ def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
     return ((pixels.float() + 1) / 2 * 255).clamp(0, 255).to(torch.uint8)
 
 
-class JanusGenerator:
+class JanusGenerator(RasterOutputs):
     """Janus-Pro text-to-image in raster order; see the module docstring for the conventions."""
 
     def __init__(self, cfg: GenerationConfig, device: torch.device | str = "cpu"):
@@ -157,24 +157,7 @@ class JanusGenerator:
         return replace(canvas, attention_mask=mask, positions=positions, tokens=tokens, next_logits=logits,
                        step_index=canvas.step_index + 1)
 
-    @torch.inference_mode()
-    def preview(self, canvas: JanusCanvas) -> torch.Tensor:
-        """The finished rows decoded as a strip on a grey image, ``uint8 [B, 3, H, W]``."""
-        return raster_preview(self.decode_rows, canvas.tokens, canvas.step_index * self.cfg.rows_per_step,
-                              self.grid, self.patch, self.image_size)
-
-    @torch.inference_mode()
-    def finish(self, canvas: JanusCanvas) -> torch.Tensor:
-        if canvas.step_index != self.num_steps:
-            raise ValueError(f"canvas ran {canvas.step_index} of {self.num_steps} steps")
-        return self.decode(canvas.tokens)
-
-    # -- PARM++ self-correction (the protocol extension of generation/refine.py) ---------------
-    def final_tokens(self, canvas: JanusCanvas) -> torch.Tensor:
-        """``long [B, N]`` codes of a finished canvas (what ``finish`` decodes)."""
-        check_finished(canvas, self.num_steps)
-        return canvas.tokens
-
+    # -- PARM++ self-correction (preview, finish, final_tokens: base.RasterOutputs) ------------
     @torch.inference_mode()
     def restart(self, prompts: list[str], tokens: torch.Tensor, regenerate: torch.Tensor,
                 generators: list[torch.Generator]) -> JanusCanvas:

@@ -32,8 +32,8 @@ sample_t2i.py + generate() on tiny random weights.
 - Steps: a protocol step decodes ``rows_per_step`` rows of the grid. Previews decode the finished
   rows only, as a strip pasted on grey (the VQ decoder takes any latent height, like
   ``VQModel.decode_code(codes, shape)``); once every row is done the preview equals ``finish``.
-- PARM++ self-correction: ``restart`` / ``final_tokens`` (the extension generation/refine.py looks
-  for) replay the kept rows into the KV cache and decode the rest again.
+- PARM++ self-correction: ``restart`` / ``final_tokens`` (protocol members, semantics in
+  generation/refine.py) replay the kept rows into the KV cache and decode the rest again.
 - Images: ``decode_code`` output mapped as torchvision ``save_image(normalize=True,
   value_range=(-1, 1))`` does (sample_t2i.py): clamp, ``(x+1)/2``, ``*255 + 0.5``, truncate.
 
@@ -60,7 +60,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import AutoTokenizer, T5EncoderModel
 
-from generation.base import check_restart_inputs, clone_generators, raster_preview
+from generation.base import RasterOutputs, check_restart_inputs, clone_generators
 from generation.config import GenerationConfig, LlamaGenOptions
 from generation.llamagen_vq import CHECKPOINT_ENTRIES, VQDecoder, load_vq_decoder, read_checkpoint
 from generation.maskgit import gumbel, per_row_uniform
@@ -426,7 +426,7 @@ class LlamaGenCanvas:
                        generators=clone_generators(self.generators, index.tolist()))
 
 
-class LlamaGenGenerator:
+class LlamaGenGenerator(RasterOutputs):
     """LlamaGen-T2I in raster order; see the module docstring for the conventions."""
 
     def __init__(self, cfg: GenerationConfig, device: torch.device | str = "cpu",
@@ -506,23 +506,7 @@ class LlamaGenGenerator:
             self.num_forwards += b
         return replace(canvas, tokens=tokens, next_logits=logits, step_index=canvas.step_index + 1)
 
-    @torch.inference_mode()
-    def preview(self, canvas: LlamaGenCanvas) -> torch.Tensor:
-        """The finished rows decoded as a strip on a grey image, ``uint8 [B, 3, H, W]``."""
-        return raster_preview(self.decode_rows, canvas.tokens, canvas.step_index * self.cfg.rows_per_step,
-                              self.grid, self.patch, self.image_size)
-
-    @torch.inference_mode()
-    def finish(self, canvas: LlamaGenCanvas) -> torch.Tensor:
-        if canvas.step_index != self.num_steps:
-            raise ValueError(f"canvas ran {canvas.step_index} of {self.num_steps} steps")
-        return self.decode_rows(canvas.tokens)
-
-    # -- PARM++ self-correction (the protocol extension of generation/refine.py) ---------------
-    def final_tokens(self, canvas: LlamaGenCanvas) -> torch.Tensor:
-        """``long [B, N]`` codes of a finished canvas (what ``finish`` decodes)."""
-        return canvas.tokens
-
+    # -- PARM++ self-correction (preview, finish, final_tokens: base.RasterOutputs) ------------
     @torch.inference_mode()
     def restart(self, prompts: list[str], tokens: torch.Tensor, regenerate: torch.Tensor,
                 generators: list[torch.Generator]) -> LlamaGenCanvas:
@@ -546,6 +530,10 @@ class LlamaGenGenerator:
         return replace(canvas, tokens=kept, next_logits=logits, step_index=step)
 
     # -- decoding, text and scoring -----------------------------------------------------------
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``long [B, grid * grid]`` codes -> ``uint8 [B, 3, H, W]`` (every row)."""
+        return self.decode_rows(tokens)
+
     @torch.inference_mode()
     def decode_rows(self, tokens: torch.Tensor) -> torch.Tensor:
         """The first ``r`` grid rows, ``long [B, r*grid]`` -> ``uint8 [B, 3, r*16, grid*16]``."""

@@ -35,7 +35,7 @@ Deliberate differences from upstream (none changes the distribution being sample
 - ``preview`` before the first step decodes the all-mask sample clamped to code 8191, as upstream's
   ``clamp(sampled_ids, 0, codebook_size - 1)`` would.
 
-PARM++ self-correction: ``restart`` / ``final_tokens`` (the extension generation/refine.py looks for)
+PARM++ self-correction: ``restart`` / ``final_tokens`` (protocol members, semantics in generation/refine.py)
 commit the kept codes, set the flagged ones to ``mask_code`` and resume mask-predict at
 ``refine.resume_step`` with the temperature the schedule had reached there (MaskGIT-style inpainting).
 
@@ -301,11 +301,10 @@ class ShowoGenerator:
 
     @torch.inference_mode()
     def finish(self, canvas: ShowoCanvas) -> torch.Tensor:
-        if canvas.step_index != self.num_steps:
-            raise ValueError(f"canvas ran {canvas.step_index} of {self.num_steps} steps")
+        check_finished(canvas, self.num_steps, "finish")
         return self.decode(canvas.sampled)
 
-    # -- PARM++ self-correction (the protocol extension of generation/refine.py) ---------------
+    # -- PARM++ self-correction (semantics: generation/refine.py) -----------------------------
     def final_tokens(self, canvas: ShowoCanvas) -> torch.Tensor:
         """``long [B, N]`` codes of a finished canvas (what ``finish`` decodes: the last full sample;
         ``tokens`` keeps at least one position masked)."""

@@ -47,7 +47,7 @@ def judges(cfg, device) -> dict:
 
 def decode_pool(cfg, generator, requests, parm_judge, oracle, orm_judges) -> list[dict]:
     """Every candidate of every request: final image, PARM record, ORM scores, GenEval verdict."""
-    policy = search.Parm(replace(cfg, search=replace(cfg.search, prune=False)), generator.device, judge=parm_judge)
+    policy = search.Parm(parm_judge, replace(cfg.search, prune=False), cfg.run.search_num)
     pool, _, finals = policy.run(generator, requests, cfg.run.seed)
     prompts = pool.prompts()
     scores = {name: verifiers.orm_scores(judge, finals, prompts) for name, judge in orm_judges.items()}
@@ -55,18 +55,18 @@ def decode_pool(cfg, generator, requests, parm_judge, oracle, orm_judges) -> lis
     out = []
     for request in range(len(requests)):
         rows = pool.rows_of(request)
-        out.append({"records": [dict(pool.record(r)) for r in rows], "finals": finals[rows],
+        out.append({"records": [pool.record(r) for r in rows], "finals": finals[rows],
                     "correct": [correct[r] for r in rows],
                     **{f"score_{name}": [scores[name][r].item() for r in rows] for name in scores}})
     return out
 
 
-def parm_pick(records: list[dict], n: int) -> int:
+def parm_pick(records: list[search.ParmRecord], n: int) -> int:
     """``search.Parm.select`` restricted to the first ``n`` candidates (prune=false records)."""
     first = records[:n]
     survivors = [c for c, r in enumerate(first) if search.survives(r)]
     if survivors:
-        return min(survivors, key=lambda c: (-first[c]["final_score"], c))
+        return min(survivors, key=lambda c: (-first[c].final_score, c))
     return min(range(n), key=lambda c: (search.fallback_score(first[c]), c))
 
 
@@ -85,8 +85,7 @@ def overall(tags: list[str], correct: list[bool]) -> tuple[float, dict[str, floa
 def prm_curve(cfg, generator, requests, prm_judge, oracle, ns: list[int], tags: list[str]) -> dict[int, float]:
     out = {}
     for n in ns:
-        policy = search.StepSearch(replace(cfg, run=replace(cfg.run, search_num=n)), generator.device,
-                                   judge=prm_judge)
+        policy = search.StepSearch(prm_judge, cfg.search, n)
         images = []
         for batch in chunks(requests, max(1, cfg.run.batch_size // n)):
             images += [s.image for s in policy(generator, batch, cfg.run.seed)]
@@ -114,11 +113,11 @@ def candidate_sheet(prompt: str, item: dict, path: Path, scale: int = 2) -> None
         draw.rectangle([x, y, x + side - 1, y + side - 1], fill=frame)
         image = Image.fromarray(item["finals"][c].permute(1, 2, 0).numpy())
         sheet.paste(image.resize((64 * scale, 64 * scale), Image.NEAREST), (x + 4, y + 4))
-        stop = "" if search.survives(record) or record["clear_step"] is None else f" stop@{record['clear_step']}"
+        stop = "" if search.survives(record) or record.clear_step is None else f" stop@{record.clear_step}"
         lines = [f"#{c} {'ok' if item['correct'][c] else 'wrong'}{' PICK' if c == chosen else ''}",
                  f"zs {item['score_orm_zs'][c]:.2f} ft {item['score_orm_ft'][c]:.2f}",
-                 f"clear@{record['clear_step']} pot {record['potential'] or '-'}{stop}",
-                 f"parm {record['final_score']:.2f}" if record["final_score"] is not None else "parm -"]
+                 f"clear@{record.clear_step} pot {record.potential or '-'}{stop}",
+                 f"parm {record.final_score:.2f}" if record.final_score is not None else "parm -"]
         for k, line in enumerate(lines):
             draw.text((x + 2, y + side + 2 + 13 * k), line, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
     python -m scripts.parm_trace_stats outputs/table1/mask/parm outputs/table1/raster/parm
 
 Reads the per-candidate traces ``main.py`` writes (``OUTDIR/<prompt>/trace/<sample>.jsonl``, one line per
-candidate with ``clear_step``, ``prune_step``, ``chosen`` and ``fallback``; see ``search.py``).
+candidate, read back as ``search.ParmRecord``).
 """
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ import json
 import statistics
 from pathlib import Path
 
+from search import ParmRecord
+
 
 def parm_stats(outdir: Path) -> dict:
     clear_steps, paths, stopped, images, fallback = [], 0, 0, 0, 0
     for trace in sorted(outdir.glob("*/trace/*.jsonl")):
-        records = [json.loads(line) for line in trace.read_text().splitlines()]
+        records = [ParmRecord.from_json(json.loads(line)) for line in trace.read_text().splitlines()]
         images += 1
         paths += len(records)
-        clear_steps += [r["clear_step"] for r in records if r.get("clear_step") is not None]
-        stopped += sum(r.get("prune_step") is not None for r in records)
-        fallback += any(r["chosen"] and r.get("fallback") for r in records)
+        clear_steps += [r.clear_step for r in records if r.clear_step is not None]
+        stopped += sum(r.prune_step is not None for r in records)
+        fallback += any(r.chosen and r.fallback for r in records)
     if not images:
         raise ValueError(f"{outdir} has no trace files (OUTDIR/<prompt>/trace/*.jsonl); pass a main.py output folder")
     return {"images": images, "paths": paths,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from config import Config, SearchConfig
+from config import SearchConfig
 from reward_models.verifiers import REFLECT_KIND, Reflection
 from search import POLICIES, ImageRequest, Selection
 
@@ -47,16 +47,13 @@ class CriticalJudge(BrightnessJudge):
 
 def run_policy(generator, name: str, judge) -> list[Selection]:
     """Policy ``name`` (N=3) on two requests with ``judge``; checks the common contract."""
-    cfg = Config()
-    cfg.run.search_num = NUM_CANDIDATES
-    cfg.search = SearchConfig()
-    selections = POLICIES[name](cfg, "cpu", judge=judge)(generator, REQUESTS, 0)
+    selections = POLICIES[name](judge, SearchConfig(), NUM_CANDIDATES)(generator, REQUESTS, 0)
     assert len(selections) == len(REQUESTS), name
     for selection in selections:
         size = generator.image_size
         assert selection.image.dtype == torch.uint8 and tuple(selection.image.shape) == (3, size, size), name
-        assert [r["candidate"] for r in selection.candidates] == list(range(NUM_CANDIDATES)), name
-        assert sum(r["chosen"] for r in selection.candidates) == 1, name
+        assert [r.candidate for r in selection.candidates] == list(range(NUM_CANDIDATES)), name
+        assert sum(r.chosen for r in selection.candidates) == 1, name
     return selections
 
 
@@ -72,9 +69,9 @@ def check_reflection_rounds(generator, region: torch.Tensor) -> list[dict]:
     rounds = SearchConfig().reflect_rounds
     chosen = []
     for selection in run_policy(generator, "parm++", CriticalJudge(region)):
-        [record] = [r for r in selection.candidates if r["chosen"]]
-        assert (record["reflect_p_yes"], record["reflect_p_no"]) == (0.0, 1.0)
-        assert [(r["round"], r["critique"], r["region_size"], r["verdict"]) for r in record["rounds"]] == \
+        [record] = [r for r in selection.candidates if r.chosen]
+        assert (record.reflect_p_yes, record.reflect_p_no) == (0.0, 1.0)
+        assert [(r.round, r.critique, r.region_size, r.verdict) for r in record.rounds] == \
             [(k, "this region is wrong", int(region.sum()), "no") for k in range(1, rounds + 1)]
         chosen.append(record)
     return chosen

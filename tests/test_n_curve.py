@@ -44,9 +44,9 @@ def test_parm_pick_at_full_n_is_the_pruning_policy_choice(setup):
     oracle = GenEvalOracle(cfg.geneval, records, "cpu")
     requests = [search.ImageRequest(r["prompt"], p, 0) for p, r in enumerate(records)]
     items = n_curve.decode_pool(cfg, generator, requests, judge, oracle, {"orm_zs": judge, "orm_ft": judge})
-    pruned = search.Parm(cfg, "cpu", judge=judge)(generator, requests, cfg.run.seed)
+    pruned = search.Parm(judge, cfg.search, cfg.run.search_num)(generator, requests, cfg.run.seed)
     for item, selection in zip(items, pruned):
-        chosen = [r["candidate"] for r in selection.candidates if r["chosen"]]
+        chosen = [r.candidate for r in selection.candidates if r.chosen]
         assert n_curve.parm_pick(item["records"], 6) == chosen[0]
         assert torch.equal(item["finals"][chosen[0]], selection.image)
     # best-of-n for the ORMs picks the first maximum among the first n candidates

@@ -13,10 +13,10 @@ def write_trace(folder, prompt, records):
 
 
 def test_counts_clear_steps_stops_and_fallbacks(tmp_path):
-    write_trace(tmp_path, 0, [{"clear_step": 2, "prune_step": 2, "chosen": False, "fallback": False},
-                              {"clear_step": 4, "prune_step": None, "chosen": True, "fallback": False}])
-    write_trace(tmp_path, 1, [{"clear_step": None, "prune_step": 3, "chosen": False, "fallback": False},
-                              {"clear_step": 3, "prune_step": 3, "chosen": True, "fallback": True}])
+    write_trace(tmp_path, 0, [{"candidate": 0, "clear_step": 2, "prune_step": 2, "chosen": False, "fallback": False},
+                              {"candidate": 1, "clear_step": 4, "prune_step": None, "chosen": True, "fallback": False}])
+    write_trace(tmp_path, 1, [{"candidate": 0, "clear_step": None, "prune_step": 3, "chosen": False, "fallback": False},
+                              {"candidate": 1, "clear_step": 3, "prune_step": 3, "chosen": True, "fallback": True}])
     stats = parm_stats(tmp_path)
     assert stats == {"images": 2, "paths": 4, "mean_clear_step": 3, "stopped_share": 0.75, "fallback_images": 1}
 

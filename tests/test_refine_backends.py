@@ -129,7 +129,7 @@ def test_refine_defers_to_the_showo_methods(checkpoint):
     done = run(gen, SHOWO_PROMPTS[:1], seeds(0))
     flagged = torch.zeros(1, NUM_TOKENS, dtype=torch.bool)
     flagged[0, :3] = True
-    images, codes = refine.regenerate(gen, SHOWO_PROMPTS[:1], refine.final_tokens(gen, done), flagged, seeds(2))
+    images, codes = refine.regenerate(gen, SHOWO_PROMPTS[:1], gen.final_tokens(done), flagged, seeds(2))
     assert torch.equal(codes[0, 3:], done.sampled[0, 3:]) and torch.equal(images, gen.decode(codes))
 
 

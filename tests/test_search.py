@@ -8,6 +8,7 @@ The generator is random, so its images are deterministic noise. Two kinds of fak
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from generation.config import GenerationConfig
 from generation.tiny.backend import TinyGenerator
 from reward_models import verifiers
 from reward_models.verifiers import Reflection
+import search
 from search import POLICIES, ImageRequest, Parm, ParmPlusPlus, StepSearch, ZeroShotOrm, branch_generator
 from conftest import write_shapes_suite
 
@@ -36,6 +38,11 @@ def make_generator(weights: Path, order: str) -> TinyGenerator:
     # Raster: 2 token rows per step, so both orders take STEPS = 4 steps over the 8x8 grid.
     return TinyGenerator(GenerationConfig(backend="tiny", weights=str(weights), order=order, num_steps=STEPS,
                                           rows_per_step=2, guidance_scale=2.0))
+
+
+def policy_args(num_candidates: int, **search) -> dict:
+    """The search settings and N a policy is built with, beside its judge."""
+    return {"search": SearchConfig(**search), "num_candidates": num_candidates}
 
 
 def make_config(num_candidates: int, **search) -> Config:
@@ -111,7 +118,7 @@ def parm_rule(clear_at: dict, potential: dict, final: dict):
 
 
 def forwards(selection) -> list:
-    return [r["generator_forwards"] for r in selection.candidates]
+    return [r.generator_forwards for r in selection.candidates]
 
 
 def row_forwards(order: str, steps: int) -> int:
@@ -121,7 +128,7 @@ def row_forwards(order: str, steps: int) -> int:
 
 
 def calls(selection) -> list:
-    return [r["judge_calls"] for r in selection.candidates]
+    return [r.judge_calls for r in selection.candidates]
 
 
 # ----------------------------------------------------------------------------
@@ -131,7 +138,7 @@ def calls(selection) -> list:
 def test_orm_keeps_the_brightest_final(tiny_weights, order):
     generator = make_generator(tiny_weights, order)
     _, finals = plain_paths(generator, REQUESTS, 5)
-    policy = ZeroShotOrm(make_config(5), "cpu", judge=BrightnessJudge())
+    policy = ZeroShotOrm(**policy_args(5), judge=BrightnessJudge())
     before = generator.num_forwards
     selections = policy(generator, REQUESTS, SEED)
     per_row = row_forwards(order, STEPS)
@@ -140,8 +147,8 @@ def test_orm_keeps_the_brightest_final(tiny_weights, order):
         scores = brightness(finals[request])
         best = int(scores.argmax())
         assert torch.equal(selection.image, finals[request, best])
-        assert [r["chosen"] for r in selection.candidates] == [c == best for c in range(5)]
-        assert [r["final_score"] for r in selection.candidates] == pytest.approx(scores.tolist())
+        assert [r.chosen for r in selection.candidates] == [c == best for c in range(5)]
+        assert [r.final_score for r in selection.candidates] == pytest.approx(scores.tolist())
         assert forwards(selection) == [per_row] * 5 and calls(selection) == [1] * 5
 
 
@@ -152,21 +159,21 @@ def test_orm_keeps_the_brightest_final(tiny_weights, order):
 def test_prm_keeps_the_best_row_at_every_judged_step(tiny_weights, order):
     generator = make_generator(tiny_weights, order)
     judge = BrightnessJudge()
-    [selection] = StepSearch(make_config(4, prm_every=1), "cpu", judge=judge)(generator, REQUESTS[:1], SEED)
+    [selection] = StepSearch(**policy_args(4, prm_every=1), judge=judge)(generator, REQUESTS[:1], SEED)
     records = selection.candidates
-    assert all(r["prm_steps"] == [1, 2, 3] for r in records)  # the last step is judged as final only
+    assert all(r.prm_steps == [1, 2, 3] for r in records)  # the last step is judged as final only
     for k in range(3):
-        scores = [r["step_scores"][k] for r in records]
-        kept = [r["kept"][k] for r in records]
+        scores = [r.step_scores[k] for r in records]
+        kept = [r.kept[k] for r in records]
         assert kept == [c == max(range(4), key=lambda i: (scores[i], -i)) for c in range(4)]
     # Step 1 scores the untouched seeded paths.
     table, _ = plain_paths(generator, REQUESTS[:1], 4)
     first = [image for kind, image in judge.asked[:4]]
     assert [table[image.numpy().tobytes()] for image in first] == [(0, c, 1) for c in range(4)]
-    assert [r["step_scores"][0] for r in records] == pytest.approx(brightness(torch.stack(first)).tolist())
+    assert [r.step_scores[0] for r in records] == pytest.approx(brightness(torch.stack(first)).tolist())
     finals = [image for kind, image in judge.asked if kind == "orm"]
-    best = max(range(4), key=lambda c: (records[c]["final_score"], -c))
-    assert torch.equal(selection.image, finals[best]) and records[best]["chosen"]
+    best = max(range(4), key=lambda c: (records[c].final_score, -c))
+    assert torch.equal(selection.image, finals[best]) and records[best].chosen
     assert calls(selection) == [4] * 4  # 3 judged steps + the final
 
 
@@ -175,9 +182,9 @@ def test_prm_kept_row_continues_its_path_and_copies_diverge(tiny_weights, order)
     generator = make_generator(tiny_weights, order)
     _, plain_finals = plain_paths(generator, REQUESTS[:1], 4)
     judge = BrightnessJudge()
-    [selection] = StepSearch(make_config(4, prm_every=2), "cpu", judge=judge)(generator, REQUESTS[:1], SEED)
-    assert all(r["prm_steps"] == [2] for r in selection.candidates)
-    kept = [r["kept"][0] for r in selection.candidates].index(True)
+    [selection] = StepSearch(**policy_args(4, prm_every=2), judge=judge)(generator, REQUESTS[:1], SEED)
+    assert all(r.prm_steps == [2] for r in selection.candidates)
+    kept = [r.kept[0] for r in selection.candidates].index(True)
     finals = [image for kind, image in judge.asked if kind == "orm"]
     assert torch.equal(finals[kept], plain_finals[0, kept])  # the kept row went on with its own stream
     distinct = {image.numpy().tobytes() for image in finals}
@@ -198,22 +205,22 @@ def test_parm_stops_paths_and_picks_among_survivors(tiny_weights, order, prune):
     generator = make_generator(tiny_weights, order)
     table, finals = plain_paths(generator, REQUESTS, 6)
     judge = TableJudge(table, parm_rule(CLEAR_AT, POTENTIAL, FINAL))
-    selections = Parm(make_config(6, prune=prune), "cpu", judge=judge)(generator, REQUESTS, SEED)
+    selections = Parm(**policy_args(6, prune=prune), judge=judge)(generator, REQUESTS, SEED)
     for request, selection in enumerate(selections):
         records = selection.candidates
         assert torch.equal(selection.image, finals[request, 4])
-        assert [r["chosen"] for r in records] == [c == 4 for c in range(6)]
-        assert [r["clarity"] for r in records] == [["yes"], ["no", "yes"], ["no"] * 4, ["yes"], ["no", "no", "yes"],
+        assert [r.chosen for r in records] == [c == 4 for c in range(6)]
+        assert [r.clarity for r in records] == [["yes"], ["no", "yes"], ["no"] * 4, ["yes"], ["no", "no", "yes"],
                                                    ["no", "yes"]]
-        assert [r["clear_step"] for r in records] == [1, 2, None, 1, 3, 2]
-        assert [r["potential"] for r in records] == ["yes", "no", None, "no", "yes", "no"]
-        assert [r["potential_p_no"] for r in records] == pytest.approx([0.1, 0.7, None, 0.6, 0.2, 0.9])
-        assert [r["final_score"] for r in records] == pytest.approx([0.3, None, None, None, 0.8, None])
-        assert not any(r["fallback"] for r in records)
+        assert [r.clear_step for r in records] == [1, 2, None, 1, 3, 2]
+        assert [r.potential for r in records] == ["yes", "no", None, "no", "yes", "no"]
+        assert [r.potential_p_no for r in records] == pytest.approx([0.1, 0.7, None, 0.6, 0.2, 0.9])
+        assert [r.final_score for r in records] == pytest.approx([0.3, None, None, None, 0.8, None])
+        assert not any(r.fallback for r in records)
         # c0 survives at step 1, so every stopped path leaves at once: c3 at 1, c1 and c5 at 2.
         steps_run = [4, 2, 4, 1, 4, 2] if prune else [4] * 6
         assert forwards(selection) == [row_forwards(order, s) for s in steps_run]
-        assert [r["prune_step"] for r in records] == ([None, 2, None, 1, None, 2] if prune else [None] * 6)
+        assert [r.prune_step for r in records] == ([None, 2, None, 1, None, 2] if prune else [None] * 6)
         assert calls(selection) == [3, 3, 4, 2, 5, 3]  # clarity until clear, potential once, final if survivor
     assert judge.asked == {"clarity": 2 * 13, "potential": 2 * 5, "orm": 2 * 2}
 
@@ -225,26 +232,26 @@ def test_parm_fallback_when_no_path_survives(tiny_weights, order, prune):
     table, finals = plain_paths(generator, REQUESTS[:1], 4)
     clear_at, potential = {0: 1, 1: 2, 2: 3, 3: None}, {0: (0.2, 0.8), 1: (0.45, 0.5), 2: (0.3, 0.6)}
     judge = TableJudge(table, parm_rule(clear_at, potential, {}))
-    [selection] = Parm(make_config(4, prune=prune), "cpu", judge=judge)(generator, REQUESTS[:1], SEED)
+    [selection] = Parm(**policy_args(4, prune=prune), judge=judge)(generator, REQUESTS[:1], SEED)
     records = selection.candidates
     # Lowest P(no): c1 (0.5) beats c2 (0.6), c0 (0.8) and the never-clear c3 (counted 1.0).
     assert torch.equal(selection.image, finals[0, 1])
-    assert [(r["chosen"], r["fallback"]) for r in records] == [(False, False), (True, True), (False, False),
+    assert [(r.chosen, r.fallback) for r in records] == [(False, False), (True, True), (False, False),
                                                                (False, False)]
     assert judge.asked["orm"] == 0
     if prune:  # c0 runs on as the fallback until c1 beats it at step 2; c2 is worse and leaves at once
-        assert [r["prune_step"] for r in records] == [2, None, 3, None]
+        assert [r.prune_step for r in records] == [2, None, 3, None]
         assert forwards(selection) == [row_forwards(order, s) for s in [2, 4, 3, 4]]
     else:
-        assert [r["prune_step"] for r in records] == [None] * 4
+        assert [r.prune_step for r in records] == [None] * 4
         assert forwards(selection) == [row_forwards(order, STEPS)] * 4
 
 
 def test_parm_prunes_below_best_of_n_compute(tiny_weights):
     generator = make_generator(tiny_weights, "mask")
     table, _ = plain_paths(generator, REQUESTS, 6)
-    parm = Parm(make_config(6), "cpu", judge=TableJudge(table, parm_rule(CLEAR_AT, POTENTIAL, FINAL)))
-    orm = ZeroShotOrm(make_config(6), "cpu", judge=BrightnessJudge())
+    parm = Parm(**policy_args(6), judge=TableJudge(table, parm_rule(CLEAR_AT, POTENTIAL, FINAL)))
+    orm = ZeroShotOrm(**policy_args(6), judge=BrightnessJudge())
     start = generator.num_forwards
     parm_selections = parm(generator, REQUESTS, SEED)
     middle = generator.num_forwards
@@ -301,18 +308,18 @@ def test_parm_plus_plus_stops_at_the_first_yes_within_three_rounds(tiny_weights,
     generator = make_generator(tiny_weights, "mask")
     judge = ReflectingJudge(satisfied_after, token_region(0, 8))
     reference = ReflectingJudge(satisfied_after, token_region(0, 8))  # PARM alone: the same choice
-    [parm] = Parm(make_config(4), "cpu", judge=reference)(generator, REQUESTS[:1], SEED)
-    [selection] = ParmPlusPlus(make_config(4), "cpu", judge=judge)(generator, REQUESTS[:1], SEED)
-    chosen = [r for r in selection.candidates if r["chosen"]]
-    assert [r["candidate"] for r in chosen] == [r["candidate"] for r in parm.candidates if r["chosen"]]
+    [parm] = Parm(**policy_args(4), judge=reference)(generator, REQUESTS[:1], SEED)
+    [selection] = ParmPlusPlus(**policy_args(4), judge=judge)(generator, REQUESTS[:1], SEED)
+    chosen = [r for r in selection.candidates if r.chosen]
+    assert [r.candidate for r in chosen] == [r.candidate for r in parm.candidates if r.chosen]
     record = chosen[0]
     assert judge.reflected[REQUESTS[0].prompt] == rounds
-    assert [(r["round"], r["region_size"], r["critique"]) for r in record["rounds"]] == \
+    assert [(r.round, r.region_size, r.critique) for r in record.rounds] == \
         [(k, 8, f"critique {k}") for k in range(1, rounds + 1)]
     expected = ["no"] * rounds if satisfied_after > 3 else ["no"] * (rounds - 1) + ["yes"] * (rounds > 0)
-    assert [r["verdict"] for r in record["rounds"]] == expected
+    assert [r.verdict for r in record.rounds] == expected
     # 8 flagged of 64 tokens: decoding resumes at step 3 of 4, one forward per round.
-    assert record["generator_forwards"] == STEPS + rounds
+    assert record.generator_forwards == STEPS + rounds
     # The critique flags the top token row (pixel rows 0-7): the rest of the image is untouched.
     assert torch.equal(selection.image[:, 8:], parm.image[:, 8:])
     assert torch.equal(selection.image, parm.image) == (rounds == 0)
@@ -321,10 +328,10 @@ def test_parm_plus_plus_stops_at_the_first_yes_within_three_rounds(tiny_weights,
 def test_parm_plus_plus_honours_reflect_rounds_and_needs_a_reflective_judge(tiny_weights):
     generator = make_generator(tiny_weights, "mask")
     judge = ReflectingJudge(10, token_region(0, 8))
-    [selection] = ParmPlusPlus(make_config(4, reflect_rounds=1), "cpu", judge=judge)(generator, REQUESTS[:1], SEED)
-    assert [len(r.get("rounds", [])) for r in selection.candidates if r["chosen"]] == [1]
+    [selection] = ParmPlusPlus(**policy_args(4, reflect_rounds=1), judge=judge)(generator, REQUESTS[:1], SEED)
+    assert [len(r.rounds or []) for r in selection.candidates if r.chosen] == [1]
     with pytest.raises(ValueError, match="parm\\+\\+ needs a reflective judge"):
-        ParmPlusPlus(make_config(4), "cpu", judge=BrightnessJudge())
+        ParmPlusPlus(**policy_args(4), judge=BrightnessJudge())
 
 
 @pytest.mark.parametrize("order, flagged, unchanged_tokens", [
@@ -337,7 +344,7 @@ def test_self_correction_keeps_what_it_should(tiny_weights, order, flagged, unch
     canvas = generator.start(prompts, [seeded_generator(SEED, 0, 0, 0)])
     while canvas.step_index < STEPS:
         canvas = generator.step(canvas)
-    tokens = refine.final_tokens(generator, canvas)
+    tokens = generator.final_tokens(canvas)
     region = token_region(*flagged)[None]
     images, new = refine.regenerate(generator, prompts, tokens, region, [torch.Generator().manual_seed(5)])
     assert torch.equal(images, generator.decode(new))
@@ -353,7 +360,7 @@ def test_self_correction_keeps_what_it_should(tiny_weights, order, flagged, unch
 
 def run_policy(name: str, generator, requests, **search):
     judge = ReflectingJudge(2, token_region(4, 12)) if name == "parm++" else BrightnessJudge()
-    return POLICIES[name](make_config(3, **search), "cpu", judge=judge)(generator, requests, SEED)
+    return POLICIES[name](**policy_args(3, **search), judge=judge)(generator, requests, SEED)
 
 
 @pytest.mark.parametrize("order", ["mask", "raster"])
@@ -370,9 +377,10 @@ def test_selection_does_not_depend_on_the_batch(tiny_weights, order, name, searc
 def test_policies_load_the_preset_checkpoint(monkeypatch):
     monkeypatch.setitem(reward_models.JUDGES, "fake", f"{__name__}:BrightnessJudge")
     cfg = load_config(None, ["reward.backend=fake", "reward_checkpoints.parm=ckpts/parm", "run.search_num=3"])
-    assert Parm(cfg, "cpu").judge.checkpoint == "ckpts/parm"
+    assert search.build_policy(replace(cfg, run=replace(cfg.run, reward_model="parm")), "cpu").judge.checkpoint \
+        == "ckpts/parm"
     with pytest.raises(ValueError, match="no reward_checkpoints entry 'orm_ft'"):
-        POLICIES["orm_ft"](cfg, "cpu")
+        search.policy_judge(replace(cfg, run=replace(cfg.run, reward_model="orm_ft")), "cpu")
     assert set(POLICIES) == {"none", "orm_zs", "orm_ft", "prm", "parm", "parm++", "oracle"}
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from generation.base import clone_generators
+from generation.base import check_finished, check_restart_inputs, clone_generators
 from generation.config import GenerationConfig
 from generation.maskgit import guided_logits, maskgit_step, per_row_uniform, gumbel, step_temperature
+from generation.refine import resume_step
 from generation.tiny.model import TinyT2I
 from shapes.word_tokenizer import WordTokenizer
 from shapes.patch_tokenizer import PatchTokenizer
@@ -105,9 +106,24 @@ class TinyGenerator:
 
     @torch.inference_mode()
     def finish(self, canvas) -> torch.Tensor:
-        if canvas.step_index != self.num_steps:
-            raise ValueError(f"canvas ran {canvas.step_index} of {self.num_steps} steps")
-        return self.decode(canvas.sampled if self.cfg.order == "mask" else canvas.tokens)
+        check_finished(canvas, self.num_steps, "finish")
+        return self.decode(self.final_tokens(canvas))
+
+    def final_tokens(self, canvas) -> torch.Tensor:
+        """``long [B, N]`` codes of a finished canvas: in mask order the last full sample (``tokens``
+        keeps one position masked), in raster order the decoded codes."""
+        check_finished(canvas, self.num_steps)
+        return canvas.sampled if self.cfg.order == "mask" else canvas.tokens
+
+    @torch.inference_mode()
+    def restart(self, prompts: list[str], tokens: torch.Tensor, regenerate: torch.Tensor,
+                generators: list[torch.Generator]):
+        """PARM++ self-correction in either order, with the semantics of ``generation/refine.py``."""
+        check_restart_inputs(prompts, tokens, regenerate, self.model.cfg.num_image_tokens)
+        tokens, regenerate = tokens.to(self.device), regenerate.to(self.device)
+        if self.cfg.order == "mask":
+            return self._restart_mask(prompts, tokens, regenerate, generators)
+        return self._restart_raster(prompts, tokens, regenerate, generators)
 
     # -- helpers ------------------------------------------------------------------------------
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -143,6 +159,29 @@ class TinyGenerator:
                 logits = self.model.raster_next(code.repeat(2), slot + 1, canvas.caches)
                 self.num_forwards += b
         return replace(canvas, tokens=tokens, next_logits=logits, step_index=canvas.step_index + 1)
+
+    def _restart_mask(self, prompts, tokens, regenerate, generators) -> MaskCanvas:
+        canvas = self.start(prompts, generators)  # no forward in mask order
+        masked = torch.where(regenerate, self.model.cfg.mask_id, tokens)
+        step = resume_step(tokens.shape[1], self.num_steps, int(regenerate.sum(-1).max()))
+        temperature = self.cfg.temperature
+        for done in range(step):  # the annealed temperature the schedule has reached by ``step``
+            temperature = step_temperature(self.cfg.temperature, temperature, done, self.num_steps,
+                                           self.cfg.temperature_schedule)
+        return replace(canvas, tokens=masked, sampled=masked.clone(), temperature=temperature, step_index=step)
+
+    def _restart_raster(self, prompts, tokens, regenerate, generators) -> RasterCanvas:
+        canvas = self.start(prompts, generators)  # prefills the prompt (counted)
+        per_step = self.cfg.rows_per_step * self.tokenizer.cfg.grid_size
+        step = int(regenerate.int().argmax(-1).min()) // per_step
+        kept = step * per_step
+        logits = canvas.next_logits
+        for slot in range(kept):  # feed kept code ``slot`` at image slot ``slot + 1``, as _raster_step does
+            logits = self.model.raster_next(tokens[:, slot].repeat(2), slot + 1, canvas.caches)
+            self.num_forwards += len(prompts)
+        fresh = torch.full_like(tokens, -1)
+        fresh[:, :kept] = tokens[:, :kept]
+        return replace(canvas, tokens=fresh, next_logits=logits, step_index=step)
 
     def _sample_raster(self, cond: torch.Tensor, uncond: torch.Tensor, generators) -> torch.Tensor:
         logits = guided_logits(cond, uncond, self.cfg.guidance_scale).float() / max(self.cfg.temperature, 1e-6)
