@@ -23,6 +23,25 @@ from reward_models.judge import JudgeConfig
 
 # Upstream citations below are to ZiyuGuo99/Image-Generation-CoT main.py (argparse defaults).
 
+REPOSITORY = Path(__file__).resolve().parent
+"""The folder of this module: the repository in a checkout or an editable install (``pip install -e .``),
+which holds the presets (``configs/``), the shipped weights (``weights/``) and the prompt suites
+(``geneval/prompts/``)."""
+
+
+def shipped_path(path: str) -> str:
+    """``path`` unchanged when it is absolute or exists from the working directory; else, when the
+    repository ships that relative path (a preset, shipped weights, a prompt suite), its full path.
+
+    So the shipped presets run from any working directory, and a run started in the repository saves
+    its paths exactly as the preset writes them. A path found in neither place is returned unchanged
+    for its reader to report (an HF model id, for one, is not a path).
+    """
+    if not path or Path(path).is_absolute() or Path(path).exists():
+        return path
+    shipped = REPOSITORY / path
+    return str(shipped) if shipped.exists() else path
+
 
 @dataclass
 class RunConfig:
@@ -119,7 +138,7 @@ def _describe(err: OmegaConfBaseException, source: str, section: str | None = No
 
 
 def _read_yaml(config_path: str | Path):
-    path = Path(config_path)
+    path = Path(shipped_path(str(config_path)))
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist; pass --config config.yaml (Show-o) or "
                          "--config configs/shapes.yaml (embedded shapes world)")
@@ -163,7 +182,19 @@ def load_config(config_path: str | Path | None, overrides: list[str] = (),
         raise ValueError(_describe(err, "config")) from err
     check_run_config(cfg.run)
     check_search_config(cfg.search)
+    anchor_inputs(cfg)
     return cfg
+
+
+def anchor_inputs(cfg: Config) -> None:
+    """Relative input paths the repository ships resolve there from any working directory (``shipped_path``);
+    outputs (``run.outdir``) stay relative to the working directory."""
+    cfg.run.prompts_file = shipped_path(cfg.run.prompts_file)
+    cfg.run.metadata_file = shipped_path(cfg.run.metadata_file)
+    cfg.generation.weights = shipped_path(cfg.generation.weights)
+    cfg.reward.checkpoint = shipped_path(cfg.reward.checkpoint)
+    cfg.reward_checkpoints = {name: shipped_path(path) for name, path in cfg.reward_checkpoints.items()}
+    cfg.dpo_checkpoints = {name: shipped_path(path) for name, path in cfg.dpo_checkpoints.items()}
 
 
 def check_run_config(run: RunConfig) -> None:

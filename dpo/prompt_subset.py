@@ -14,9 +14,9 @@ import argparse
 import random
 from pathlib import Path
 
-from geneval.suites import load_metadata, write_metadata, write_prompts
+from geneval.suites import SHAPES_SUITE_DIR, TRAIN_METADATA_FILE, load_metadata, write_metadata, write_prompts
 
-TRAIN_POOL = Path("geneval/prompts/shapes/train_metadata.jsonl")
+TRAIN_POOL = SHAPES_SUITE_DIR / TRAIN_METADATA_FILE
 PROMPTS_FILE, METADATA_FILE = "prompts.txt", "metadata.jsonl"
 
 

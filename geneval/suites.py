@@ -59,8 +59,10 @@ TRAIN_METADATA_FILE = "train_metadata.jsonl"
 # the evaluation suite and leave none to train on. 16 draws keep a held-out suite in every tag
 # (single_object is always all six classes, so its prompts are never trained on).
 SHAPES_PROMPTS_PER_TAG = 16
-DEFAULT_OUTPUT_DIRS = {"coco": Path(__file__).parent / "prompts",
-                       "shapes": Path(__file__).parent / "prompts" / "shapes"}
+PROMPTS_DIR = Path(__file__).parent / "prompts"
+"""The data folder shipped beside this module: the official suite, and the shapes suites under ``shapes/``."""
+SHAPES_SUITE_DIR = PROMPTS_DIR / "shapes"
+DEFAULT_OUTPUT_DIRS = {"coco": PROMPTS_DIR, "shapes": SHAPES_SUITE_DIR}
 
 
 def with_article(word: str) -> str:

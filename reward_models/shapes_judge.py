@@ -59,7 +59,7 @@ class JudgeNetConfig:
     """PARM++ heads: a critique class (``CRITIQUES``) and a per-token "regenerate" logit."""
     scene_head: bool = False
     """Training aid of the zero-shot recipe: a per-image-token head that names the shape and the
-    colour of the object covering the token (``train_shapes_judge.scene_targets``), the analogue
+    colour of the object covering the token (``training.train_judges.scene_targets``), the analogue
     of the grounding data a VLM is pretrained on. Unused when judging."""
     patch_pixels: int = 0
     """When > 0, every image code is also embedded from its codebook patch (``patch_pixels`` pixel

@@ -15,7 +15,7 @@ from generation.tiny.backend import TinyGenerator
 from shapes.word_tokenizer import WordTokenizer
 from shapes.patch_tokenizer import PatchTokenizer
 from reward_models import JudgeConfig, Question, build_judge
-from reward_models import judge_data
+from training import judge_data
 from training.judge_data import reflection_target
 from reward_models.shapes_judge import CRITIQUES, JudgeNet, JudgeNetConfig, load_judge, save_judge
 from training.train_judges import (clarity_label, finetune, generated_examples, merge_examples, parse_args,

@@ -121,7 +121,7 @@ def test_parm_plus_plus_corrects_on_showo(checkpoint):
     region = torch.arange(NUM_TOKENS) >= NUM_TOKENS // 2
     for record in check_reflection_rounds(gen, region):
         # 4 decoding steps, then per round 8 flagged codes resume at step 2: 2 forwards, 3 rounds.
-        assert record["generator_forwards"] == 4 + 3 * 2
+        assert record.generator_forwards == 4 + 3 * 2
 
 
 def test_refine_defers_to_the_showo_methods(checkpoint):
@@ -208,5 +208,5 @@ def test_parm_plus_plus_corrects_on_janus(janus_weights):
     for record in check_reflection_rounds(gen, region):
         # 16 forwards per full decode (prefill + 15 codes); a round restarts at step 1: prefill, 8 kept
         # codes replayed, then codes 8..14 fed: 16 again, 3 rounds.
-        assert record["generator_forwards"] == 16 + 3 * 16
+        assert record.generator_forwards == 16 + 3 * 16
 

@@ -43,7 +43,7 @@ def test_judge_loads_through_the_registry_and_scores_in_batches(judge_folder):
 
 
 def test_missing_judge_names_the_training_command(tmp_path):
-    with pytest.raises(ValueError, match="train_shapes_judge"):
+    with pytest.raises(ValueError, match="training.train_judges"):
         build_judge(JudgeConfig(backend="shapes", checkpoint=str(tmp_path)), "cpu")
 
 

@@ -10,7 +10,7 @@ small scale, with the shapes evaluator (detector + GenEval rules) as the labelle
 - **every step's preview** (the model's full current guess, what search policies show their
   judge) is kept with its step index. Clarity labels are static by step and potential labels are
   the path's final verdict (paper: steps "after 11" of 18 clear, "before 10" unclear; potential
-  = the path's final ORM label); ``train_shapes_judge`` applies both when it reads this file.
+  = the path's final ORM label); ``training.train_judges`` applies both when it reads this file.
 - **PRM** (Math-Shepherd style, paper section 3.2): the preview after step ``k`` of ``prm_rows``
   paths of ``prm_groups`` prompts (evenly spread over the list) is labelled yes iff any of
   ``continuations`` (paper: 4) fresh continuations from that exact state ends correct.

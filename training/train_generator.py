@@ -23,13 +23,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from geneval.suites import load_metadata
+from geneval.suites import SHAPES_SUITE_DIR, load_metadata
 from shapes.dataset import build_pairs
 from generation.tiny.model import TinyConfig, TinyT2I
 from shapes.word_tokenizer import WordTokenizer
 from shapes.patch_tokenizer import PatchTokenizer
 
-SHAPES_PROMPTS = Path("geneval/prompts/shapes")
 
 
 def build_token_dataset(records: list[dict], tokenizer: PatchTokenizer, num_images: int, seed: int,
@@ -81,7 +80,7 @@ def train(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    records = load_metadata(SHAPES_PROMPTS / "train_metadata.jsonl")
+    records = load_metadata(SHAPES_SUITE_DIR / "train_metadata.jsonl")
     text_tokenizer = WordTokenizer.for_shapes_world()
     tokenizer = PatchTokenizer.load(args.tokenizer)
     record_index, codes = build_token_dataset(records, tokenizer, args.num_images, args.seed, args.workers)

@@ -44,16 +44,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from geneval.detection import COLORS
-from geneval.suites import (RELATIONS, color_attr_record, color_record, counting_record, load_metadata,
-                             position_record, single_object_record, two_object_record)
 from geneval.rules import RuleConfig, evaluate_image, filter_detections
+from geneval.suites import (RELATIONS, SHAPES_SUITE_DIR, color_attr_record, color_record, counting_record,
+                            load_metadata, position_record, single_object_record, two_object_record)
 from shapes.render import SceneObject, render, sample_scene
 from shapes.world import GRID, PLURALS, SHAPES
 from shapes.word_tokenizer import WordTokenizer
 from shapes.patch_tokenizer import PatchTokenizer
 from reward_models.shapes_judge import CRITIQUES, JudgeNet, JudgeNetConfig, load_judge, save_judge
 
-SHAPES_PROMPTS = Path("geneval/prompts/shapes")
 
 
 def _other(options: list[str], current: str, rng: np.random.Generator, *also: str) -> str:
@@ -208,8 +207,8 @@ def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     tokenizer = PatchTokenizer.load(args.tokenizer)
     text = WordTokenizer.for_shapes_world()
-    train_records = load_metadata(SHAPES_PROMPTS / "train_metadata.jsonl")
-    eval_records = load_metadata(SHAPES_PROMPTS / "evaluation_metadata.jsonl")
+    train_records = load_metadata(SHAPES_SUITE_DIR / "train_metadata.jsonl")
+    eval_records = load_metadata(SHAPES_SUITE_DIR / "evaluation_metadata.jsonl")
     start = time.time()
     captions, images, labels, targets = build_examples(train_records, {r["prompt"] for r in train_records},
                                                        args.num_examples, args.seed, args.scene_change)

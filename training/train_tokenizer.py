@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geneval.suites import enumerate_records, load_metadata, shapes_vocabulary
+from geneval.suites import SHAPES_SUITE_DIR, enumerate_records, load_metadata, shapes_vocabulary
 from shapes.dataset import build_pairs
 from shapes.detect import detect_image, scene_key
 from shapes.patch_tokenizer import PatchTokenizer
 
-SHAPES_PROMPTS = Path("geneval/prompts/shapes")
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -52,7 +51,7 @@ def train(args: argparse.Namespace) -> dict:
     _, images = build_pairs(enumerate_records(shapes_vocabulary()), args.num_images, seed=args.seed, num_workers=args.workers)
     tokenizer = PatchTokenizer.fit(to_tensor(images), max_codes=args.max_codes, seed=args.seed)
     fit_seconds = time.time() - start
-    eval_records = load_metadata(SHAPES_PROMPTS / "evaluation_metadata.jsonl")
+    eval_records = load_metadata(SHAPES_SUITE_DIR / "evaluation_metadata.jsonl")
     record_index, eval_images = build_pairs(eval_records, args.eval_scenes, seed=args.seed + 1)
     metrics = reconstruction_fidelity(tokenizer, eval_records, eval_images, record_index)
     metrics.update(fit_seconds=fit_seconds, codebook_size=tokenizer.cfg.codebook_size, args=vars(args))
