@@ -8,7 +8,7 @@ the number of ranks. ``main.py`` picks a policy by ``run.reward_model`` from ``P
 ``build_policy`` builds it with its judge (built once, ``policy_judge``), the ``search:`` settings
 and N.
 The N candidates of every request in a call run as rows of one canvas, and every judge call
-of a step is one batch (anchors.md D.3); how a policy asks its judge is in
+of a step is one batch (upstream orm.py/parm.py judge one image at a time); how a policy asks its judge is in
 ``reward_models/verifiers.py``.
 
 Policies (N = ``run.search_num``; each verifier policy is handed the judge ``reward_checkpoints[name]``
@@ -17,7 +17,7 @@ with the ``reward:`` settings):
 - ``none``: plain decoding of candidate 0 (upstream ``--reward_model ''``, baseline.py).
 - ``orm_zs``, ``orm_ft``: best-of-N (paper section 3.2). N paths decoded to the end, the ORM
   question on the finals, the highest P(yes) kept (ties: the lowest candidate index).
-- ``prm``: step-level best-of-N; the paper leaves the search open (paper.md sections 2 and 8),
+- ``prm``: step-level best-of-N; the paper leaves the search open (no algorithm in the paper or its code),
   so it is defined here as greedy search of beam width 1 with N expansions:
   1. Rows ``c = 0..N-1`` start from ``seeded_generator(seed, p, s, c)``.
   2. After every step ``k`` with ``k % search.prm_every == 0`` and ``k < num_steps``, the PRM

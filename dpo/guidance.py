@@ -1,6 +1,6 @@
 """PARM reward guidance for DPO that changes the gradient (the paper's "DPO + PARM guidance", Table 3).
 
-Upstream (training/train_dpo.py; paper.md section 4, bug 1) samples images under ``no_grad``,
+Upstream (Image-Generation-CoT training/train_dpo.py, its PARM-guidance term) samples images under ``no_grad``,
 scores them with the PARM, and adds ``-0.1 * log(clamp(P(yes)))`` to the loss as a plain tensor:
 a constant, so its gradient is zero and "guided" DPO trains exactly like plain DPO.
 ``upstream_reward_term`` reproduces that term so a test can show it.

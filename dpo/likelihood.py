@@ -6,7 +6,7 @@ mask a fraction ``cos(pi/2 * t)``, ``t ~ U(0, 1)``, of the image tokens (at leas
 fraction clipped below at ``min_masking_rate``), drop the text with probability
 ``cond_dropout`` (0.1), and sum log p(true code) over the masked positions.
 
-Difference from upstream, on purpose (paper.md section 4, bug 4): upstream draws the mask and
+Difference from upstream (Image-Generation-CoT training/train_dpo.py), on purpose: upstream draws the mask and
 the text dropout independently for the chosen and the rejected image, so their log-likelihoods
 are taken at different noise levels and about 19% of pairs compare a conditional with an
 unconditional score. Here one ``MaskDraw`` per pair serves the chosen image, the rejected image,

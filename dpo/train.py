@@ -44,8 +44,8 @@ block: ``Block`` (tiny), ``PhiDecoderLayer`` (Show-o), ``LlamaDecoderLayer`` (Ja
 
 Upstream settings kept (scripts/dpo.yaml): beta 0.1, AdamW (0.9, 0.999, eps 1e-8, weight decay
 0.01, none on biases, LayerNorms and embeddings), cosine schedule with 10% warmup, no gradient
-clipping, text dropout 0.1, ``min_masking_rate`` 0, 1 epoch. Fixed upstream bugs (paper.md
-section 4): the data is shuffled each epoch and every rank trains on its own slice of the global
+clipping, text dropout 0.1, ``min_masking_rate`` 0, 1 epoch. Fixed upstream bugs (Image-Generation-CoT
+training/train_dpo.py): the data is shuffled each epoch and every rank trains on its own slice of the global
 batch (upstream feeds every rank the same unshuffled batches, bug 3); the mask and text dropout
 are shared by chosen/rejected and policy/reference (bug 4, ``dpo.likelihood``); pair weights from
 ``dpo.guidance`` enter the loss (bug 1). The loss of a rank is normalised by the global batch's

@@ -2,7 +2,8 @@
 
 Show-o is phi-1.5 (``PhiForCausalLM`` with per-head q/k LayerNorm) over one vocabulary of text
 ids, 10 special tokens and the 8192 MAGVIT-v2 codes; it paints a 16x16 token grid by mask-predict
-(MaskGIT) decoding with classifier-free guidance (backends.md section 1; paper.md section 5).
+(MaskGIT) decoding with classifier-free guidance (upstream showlab/Show-o models/modeling_showo.py
+``t2i_generate``; the paper's settings in upstream Image-Generation-CoT config.yaml).
 This module rebuilds it on stock transformers and runs the loop through ``generation.maskgit``:
 
 - weights: Show-o's ``config.json`` + ``pytorch_model.safetensors`` (diffusers ``ModelMixin``, keys

@@ -1,6 +1,6 @@
 """The one judging primitive: P("yes") and P("no") for (image, question) pairs.
 
-Every verifier of the paper (ORM, PRM, PARM clarity and potential; paper.md section 2) asks a
+Every verifier of the paper (ORM, PRM, PARM clarity and potential; paper sections 3.2 and 4) asks a
 generative VLM a yes/no question about one image and reads the probability of the answer token.
 Search policies see only ``YesNoJudge``; the backends (``reward_models.llava_onevision``,
 ``reward_models.qwen_vl``, shapes-world judges) implement it. This module also holds the pieces

@@ -1,4 +1,4 @@
-"""LLaVA-OneVision as a yes/no judge: the paper's verifier model (paper.md section 2).
+"""LLaVA-OneVision as a yes/no judge: the paper's verifier model (paper section 3.2).
 
 The model is transformers' ``LlavaOnevisionForConditionalGeneration``; the prompt, the image
 handling and the scoring follow upstream ZiyuGuo99/Image-Generation-CoT selector.py, which runs

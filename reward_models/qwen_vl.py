@@ -10,7 +10,7 @@ image handling:
 - image: the checkpoint's Qwen2-VL image processor (dynamic resolution; the PIL backend, since
   torchvision is not installed);
 - ``mm_token_type_ids`` (1 on image tokens) is always passed: Qwen2-VL raises without it and
-  Qwen2.5-VL silently falls back to 1-D positions (reference deps.md section 2).
+  Qwen2.5-VL silently falls back to 1-D positions (transformers 5.24).
 
     judge = QwenVLJudge(JudgeConfig(backend="qwen2_5_vl", checkpoint="Qwen/Qwen2.5-VL-7B-Instruct"), "cuda")
 """

@@ -7,7 +7,7 @@ ZiyuG/Image-Generation-CoT's ``orm_ft`` and ``parm`` are full fine-tunes of
 lmms-lab/llava-onevision-qwen2-7b-ov saved by LLaVA-NeXT's trainer (``LlavaQwenForCausalLM``:
 Qwen2 fields plus ``mm_*`` fields in config.json, keys ``model.vision_tower.vision_tower.vision_model.*``,
 ``model.mm_projector.{0,2}``, ``model.image_newline``, ``model.layers.*``, ``lm_head``). This
-follows transformers' convert_llava_onevision_weights_to_hf.py (reference backends.md section 4)
+follows transformers' convert_llava_onevision_weights_to_hf.py
 but reads a local folder, takes the text config from the checkpoint's own config.json and writes
 the transformers 5.x key layout:
 

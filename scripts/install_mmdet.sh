@@ -7,7 +7,7 @@
 #     python3 -m venv .venv-mmdet && . .venv-mmdet/bin/activate
 #     bash scripts/install_mmdet.sh
 #
-# Why mmcv is built here (shared/reference/deps.md section 4):
+# Why mmcv is built here (checked on this project's CPU machine):
 # - there is no mmcv 2.1.0 wheel for these torch/python versions, and mmcv-lite 2.2.0 fails
 #   mmdet's version check and lacks mmcv._ext, which mmdet.models needs;
 # - a plain `pip install mmcv==2.1.0` builds in an isolated environment that has no torch and a

@@ -76,7 +76,7 @@ def random_model(tmp_path_factory):
 
 
 def _detector(model, batch_size: int = 2) -> backend.MMDetMask2FormerDetector:
-    pipeline = backend.inference_pipeline(model.cfg, scale=(64, 64))  # deps.md: 0.1 s instead of 4 s per image
+    pipeline = backend.inference_pipeline(model.cfg, scale=(64, 64))  # 0.1 s instead of 4 s per image
     return backend.MMDetMask2FormerDetector(model, list(COCO_CLASSES), batch_size, pipeline)
 
 

@@ -1,6 +1,6 @@
 """The Janus-Pro backend (generation/janus.py) on a tiny random Janus, checked against transformers' generate().
 
-The tiny model follows the recipe of shared/reference/deps.md section 2 (4x4 code grid, 8x8 pixels)
+The tiny model is a JanusConfig scaled down (4x4 code grid, 8x8 pixels)
 with larger random weights so that its codes vary, plus a character-level tokenizer; both are saved
 with save_pretrained and loaded through the backend's real loader.
 """

@@ -300,7 +300,7 @@ def test_no_guidance_runs_conditional_rows_only(checkpoint):
 
 
 def test_real_size_phi_has_the_show_o_checkpoint_keys():
-    """showlab/show-o keys (backends.md 1.2) minus ``showo.`` are exactly PhiForCausalLM's, at full size."""
+    """showlab/show-o keys (upstream's diffusers ModelMixin checkpoint) minus ``showo.`` are exactly PhiForCausalLM's, at full size."""
     from transformers import PhiConfig, PhiForCausalLM
 
     real = {**PHI_CONFIG, "hidden_size": 2048, "intermediate_size": 8192, "num_attention_heads": 32,

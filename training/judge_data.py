@@ -2,7 +2,7 @@
 
     python -m training.judge_data --order mask --suite train --groups 320 --out data/judges/mask_train.pt
 
-The paper labels Show-o's own generations (paper.md section 2, "data"); this does the same at
+The paper labels Show-o's own generations (paper section 3.2, the reward-model data); this does the same at
 small scale, with the shapes evaluator (detector + GenEval rules) as the labeller:
 
 - **final images** (ORM ft, PARM's best-of-N' question): the evaluator's verdict. Paper: 288K

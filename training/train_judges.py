@@ -13,7 +13,7 @@ ever read. Accuracy is reported on rendered scenes of the held-out evaluation su
 
 The other recipes fine-tune the zero-shot ORM on the embedded generator's own labelled
 generations (``training.judge_data`` files of both decoding orders), as the paper
-fine-tunes LLaVA-OneVision (paper.md section 2, "data"):
+fine-tunes LLaVA-OneVision (paper section 3.2, the reward-model data):
 
 - ``orm_ft``: final images, ORM question, the evaluator's verdict.
 - ``prm``: previews after step ``k`` labelled by Math-Shepherd continuations (yes iff any of
