@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # the thread count the shipped rows ran with (float reductions may differ with more)
 EVAL_NUM=${EVAL_NUM:-1}
 N=${N:-20}
 BATCH=${BATCH:-80}           # generator rows per policy call (results do not depend on it)
