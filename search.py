@@ -601,8 +601,9 @@ def policy_judge(cfg: Config, device: torch.device | str) -> YesNoJudge | None:
         return None
     if policy.judge_source == "oracle":
         device = torch.device(device)
-        oracle_device = device if cfg.geneval.device == "auto" else resolve_device(cfg.geneval.device, device.index or 0)
-        return GenEvalOracle(cfg.geneval, load_metadata(cfg.run.metadata_file), oracle_device)
+        if cfg.geneval.device != "auto":  # "cuda" means this process's GPU, as for the generator
+            device = resolve_device(cfg.geneval.device, device.index or 0)
+        return GenEvalOracle(cfg.geneval, load_metadata(cfg.run.metadata_file), device)
     return reward_models.build_judge(verifiers.judge_config(cfg.reward, cfg.reward_checkpoints, policy.name), device)
 
 

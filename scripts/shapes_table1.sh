@@ -28,6 +28,9 @@ for order in $ORDERS; do
       "PARM++=$OUT/$order/parm++" "oracle best-of-N=$OUT/$order/oracle" \
       --baseline "no verifier" --oracle "oracle best-of-N" --json docs/results/table1_$order.json \
       | tee docs/results/table1_$order.md
+  # PARM's decisions per candidate (clear and stop steps, fallback), small enough to commit: the figures of
+  # docs/results.md come from them (python -m scripts.parm_trace_stats docs/results/parm_decisions_*.json).
+  $PY -m scripts.parm_trace_stats "$OUT/$order/parm" --save docs/results/parm_decisions_$order.json
   $PY -m scripts.n_curve --config $config --eval-num "$EVAL_NUM" --n 1 2 4 8 16 "$N" \
       --out docs/results/n_curve_$order.json --plot docs/n_curve_$order.png --sheets docs/candidates/$order \
       --num-sheets 8 ${PRM_CURVE:+--prm} run.batch_size="$BATCH"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_judge_vlm import (GRID_PINPOINTS, QUESTIONS, make_tokenizer, random_images, save_llava, spread_weights,
-                            tiny_llava_config)
+from vlm_fixtures import (GRID_PINPOINTS, QUESTIONS, make_tokenizer, random_images, save_llava, spread_weights,
+                          tiny_llava_config)
 
 from reward_models import build_judge
 from reward_models.judge import JudgeConfig

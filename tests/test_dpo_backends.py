@@ -1,5 +1,5 @@
 """dpo/train.py on the real backends (dpo/backends.py): tiny random Show-o, Janus-Pro and LlamaGen checkpoints
-in their official layouts (the builders of tests/test_showo.py, test_janus.py, test_llamagen.py), trained a
+in their official layouts (the builders of tests/showo_fixtures.py, janus_fixtures.py, llamagen_fixtures.py), trained a
 few steps in one process, then loaded back through each backend's own generator loader."""
 import dataclasses
 import json
@@ -14,12 +14,12 @@ from dpo.likelihood import MaskDraw
 from dpo.train import TrainConfig, build_backend, main, parse_args, train
 from generation.config import GenerationConfig
 from generation.showo import ShowoGenerator
-from test_janus import make as make_janus
-from test_janus import make_tiny_janus
-from test_llamagen import HEADS
-from test_llamagen import make as make_llamagen
-from test_llamagen import weights as llamagen_weights  # noqa: F401  (fixture: tiny LlamaGen GPT, VQ, T5)
-from test_showo import checkpoint  # noqa: F401  (fixture: tiny Show-o + MAGVIT-v2 folders)
+from janus_fixtures import make as make_janus
+from janus_fixtures import make_tiny_janus
+from llamagen_fixtures import HEADS
+from llamagen_fixtures import make as make_llamagen
+from llamagen_fixtures import weights as llamagen_weights  # noqa: F401  (fixture: tiny LlamaGen GPT, VQ, T5)
+from showo_fixtures import checkpoint  # noqa: F401  (fixture: tiny Show-o + MAGVIT-v2 folders)
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["a photo of red cat", "two dog and a cat", "the green dog", "a blue cat"]  # words of test_showo's vocab

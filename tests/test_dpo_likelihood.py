@@ -1,6 +1,6 @@
 """dpo/likelihood.py: masked-token and sequence log-likelihoods against hand-computed values.
 
-The Show-o and Janus cases reuse the tiny official-layout checkpoints of tests/test_showo.py and
+The Show-o and Janus cases reuse the tiny official-layout checkpoints of tests/showo_fixtures.py and
 tests/test_janus.py.
 """
 import math
@@ -13,8 +13,8 @@ from dpo.likelihood import MaskDraw, draw_masks, draw_text_dropout, raster_backe
     tiny_raster_logprob
 from generation.tiny.model import TinyT2I
 from shapes.word_tokenizer import WordTokenizer
-from test_janus import make, make_tiny_janus
-from test_showo import checkpoint, make_generator  # noqa: F401  (checkpoint: the tiny Show-o fixture)
+from janus_fixtures import make, make_tiny_janus
+from showo_fixtures import checkpoint, make_generator  # noqa: F401  (checkpoint: the tiny Show-o fixture)
 
 PROMPTS = ["a photo of a red circle", "a photo of two squares"]
 

@@ -1,5 +1,5 @@
 """PARM++ self-correction (``restart`` / ``final_tokens``, generation/refine.py) on the Show-o and Janus
-backends, with the tiny random checkpoints of tests/test_showo.py and tests/test_janus.py.
+backends, with the tiny random checkpoints of tests/showo_fixtures.py and tests/janus_fixtures.py.
 
 Mask order (Show-o): a restart is the state mask-predict decoding would be in with the kept codes
 committed, so restarting from a real mid-run canvas and continuing with the same random streams must
@@ -12,13 +12,11 @@ import torch
 
 from generation import refine
 from generation.base import clone_generators
-from tests.policy_checks import check_policies, check_reflection_rounds
-from tests.test_janus import PROMPTS as JANUS_PROMPTS
-from tests.test_janus import generators, make, make_tiny_janus
-from tests import test_showo
-from tests.test_showo import CODEBOOK, NUM_TOKENS, make_generator, run, seeds
-
-checkpoint = test_showo.checkpoint  # tests/test_showo.py's tiny Show-o checkpoint fixture, used here too
+from janus_fixtures import PROMPTS as JANUS_PROMPTS
+from janus_fixtures import generators, make, make_tiny_janus
+from policy_checks import check_policies, check_reflection_rounds
+from showo_fixtures import checkpoint  # noqa: F401  (fixture: the tiny Show-o checkpoint)
+from showo_fixtures import CODEBOOK, NUM_TOKENS, make_generator, run, seeds
 
 SHOWO_PROMPTS = ["a red cat", "two blue dog"]
 MASK = CODEBOOK  # Show-o's mask_code (16): one past the last code
