@@ -168,3 +168,19 @@ def test_every_field_is_documented():
     assert {f.name for f in dataclasses.fields(Config)} == {"run", "generation", "geneval", "dpo_checkpoints",
                                                             "search", "reward", "reward_checkpoints"}
     assert _fields_without_docstring(REPO / "config.py", {"RunConfig", "SearchConfig", "Config"}) == []
+
+
+def test_shipped_presets_load_from_any_working_directory(tmp_path, monkeypatch):
+    from config import REPOSITORY
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("configs/shapes.yaml", ["run.reward_model=parm"])
+    assert Path(cfg.generation.weights) == REPOSITORY / "weights" / "shapes"
+    assert Path(cfg.run.metadata_file).is_file() and Path(cfg.reward_checkpoints["parm"]).is_dir()
+    assert cfg.run.outdir == "outputs/shapes"  # outputs stay relative to the working directory
+    assert load_config(None, ["reward.checkpoint=llava-hf/some-model"]).reward.checkpoint == "llava-hf/some-model"
+
+
+def test_paths_that_exist_from_the_working_directory_are_kept_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert load_config("configs/shapes.yaml").generation.weights == "weights/shapes"
