@@ -23,6 +23,7 @@ of an existing OUTDIR is refused.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -36,13 +37,15 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from config import Config, flatten, load_config, to_yaml
+from config import Config, flatten, load_config, parse_prompt_range, to_yaml
 from distributed import DistInfo, all_reduce_max, all_reduce_sum, barrier, destroy, env_ranks, init_distributed, \
     print0, resolve_device, shard
 from generation import GENERATORS, build_generator
+from generation.base import NonFiniteLogits
 from geneval.evaluate import evaluate_outdir
 from geneval.layout import METADATA_FILE, TMP_SUFFIX, atomic_write_text, prompt_dir, sample_done, write_sample
 from geneval.prompts import check_prompts_match, load_metadata, load_prompts
+from outdir_lock import OutdirLock
 from search import ImageRequest, Selection, build_policy, check_policy_name
 
 SHOWO_MISSING = ("generation.backend=showo: the Show-o backend is not available in this version. Run the "
@@ -66,10 +69,14 @@ SAME_CHECKPOINT = [{"dpo_iter_parm_gudie", "dpo_iter_parm_guide"}]
 """Spellings of one checkpoint: upstream main.py:141 accepts only the typo ``gudie`` while its
 run.sh passes ``guide`` (and so fails); we accept both."""
 
-IMAGE_NEUTRAL_KEYS = ("run.evaluate", "run.batch_size", "run.device", "run.outdir")
+IMAGE_NEUTRAL_KEYS = ("run.evaluate", "run.batch_size", "run.device", "run.outdir", "run.prompt_range", "run.per_tag")
 IMAGE_NEUTRAL_PREFIXES = ("geneval.", "dpo_checkpoints.")
 """Settings a rerun into an existing OUTDIR may change: they do not change any image. The DPO name
-table is one of them: the checkpoint a run used is saved as the resolved ``generation.weights``."""
+table is one of them: the checkpoint a run used is saved as the resolved ``generation.weights``;
+so is the prompt subset (an image depends on its prompt's line only)."""
+
+INPUT_FILE_KEYS = ("run.prompts_file", "run.metadata_file")
+"""Settings naming input files: compared by content (a hash saved in run_info.json), not by spelling."""
 
 CONFIG_FILE, RUN_INFO_FILE, TRACE_DIR = "config.yaml", "run_info.json", "trace"
 PACKAGES = ["torch", "transformers", "accelerate", "numpy", "omegaconf", "pyyaml", "pillow", "safetensors", "tqdm"]
@@ -130,6 +137,12 @@ class Job:
     prompts: list[str]
     metadata: list[dict]
     argv: list[str]
+    selected: list[int] | None = None
+    """The prompt lines this run generates (``run.prompt_range``, ``run.per_tag``); None = all."""
+
+    def __post_init__(self):
+        if self.selected is None:
+            self.selected = list(range(len(self.prompts)))
 
     @property
     def outdir(self) -> Path:
@@ -146,9 +159,27 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
     check_backend(cfg.generation.backend)
     prompts, metadata = load_prompts(cfg.run.prompts_file), load_metadata(cfg.run.metadata_file)
     check_prompts_match(prompts, metadata)
-    job = Job(cfg, prompts, metadata, argv)
+    job = Job(cfg, prompts, metadata, argv, select_prompts(metadata, cfg.run.prompt_range, cfg.run.per_tag))
     check_outdir(job)
     return job
+
+
+def select_prompts(metadata: list[dict], prompt_range: str, per_tag: int) -> list[int]:
+    """Indices of the prompts a run generates: ``prompt_range`` first, then the first ``per_tag`` of each tag."""
+    indices = list(range(len(metadata)))[parse_prompt_range(prompt_range)]
+    if not indices:
+        raise ValueError(f"run.prompt_range={prompt_range!r} selects none of the {len(metadata)} prompts; "
+                         f"valid lines are 0 to {len(metadata) - 1}")
+    if per_tag:
+        seen: dict[str, int] = {}
+        kept = []
+        for index in indices:
+            tag = metadata[index]["tag"]
+            if seen.get(tag, 0) < per_tag:
+                seen[tag] = seen.get(tag, 0) + 1
+                kept.append(index)
+        indices = kept
+    return indices
 
 
 # ----------------------------------------------------------------------------
@@ -171,8 +202,51 @@ def config_differences(old_yaml: str, new_yaml: str) -> list[str]:
             and not (key not in old and key in defaults and new.get(key) == defaults[key])]
 
 
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def input_paths(cfg: Config) -> dict[str, str]:
+    return {"run.prompts_file": cfg.run.prompts_file, "run.metadata_file": cfg.run.metadata_file}
+
+
+def input_files(cfg: Config) -> dict[str, dict]:
+    """What run_info.json records of the input files: resolved path and content hash."""
+    return {key: {"path": str(Path(path).resolve()), "sha256": file_digest(path)}
+            for key, path in input_paths(cfg).items()}
+
+
+def input_file_differences(outdir: Path, old_yaml: str, cfg: Config) -> list[str]:
+    """Input files that differ from the saved run's: by content hash (recorded in run_info.json),
+    or, for runs written before hashes were recorded, by resolved path. ``./x`` and ``/abs/x`` are one file."""
+    try:
+        recorded = json.loads((outdir / RUN_INFO_FILE).read_text(encoding="utf-8")).get("inputs", {})
+    except (OSError, ValueError, AttributeError):
+        recorded = {}
+    old, new = flatten(yaml.safe_load(old_yaml) or {}), input_files(cfg)
+    differences = []
+    for key in INPUT_FILE_KEYS:
+        if key in recorded:
+            same = recorded[key].get("sha256") == new[key]["sha256"]
+        else:
+            same = key in old and Path(str(old[key])).resolve() == Path(new[key]["path"])
+        if not same:
+            differences.append(f"{key}: {old.get(key, '<absent>')!r} -> {input_paths(cfg)[key]!r}"
+                               + (" (other content)" if key in recorded else ""))
+    return differences
+
+
+def has_images(outdir: Path) -> bool:
+    """Whether any sample of OUTDIR is done: a folder without one holds nothing a new setting could mix with."""
+    return any(outdir.glob("[0-9]*/samples/*.png"))
+
+
 def check_outdir(job: Job) -> None:
-    """Refuse an OUTDIR that holds another run (other image settings, other metadata, or unknown origin)."""
+    """Refuse an OUTDIR that holds another run (other image settings, other metadata, or unknown origin).
+
+    A folder without a finished image (e.g. left by a run that crashed before its first one) is
+    not refused: nothing in it can be mixed, and its config is rewritten by the new run.
+    """
     outdir = job.outdir
     if not outdir.exists():
         return
@@ -180,10 +254,15 @@ def check_outdir(job: Job) -> None:
         raise ValueError(f"--outdir {outdir} exists and is not a folder")
     saved = outdir / CONFIG_FILE
     if saved.is_file():
+        if not has_images(outdir):
+            return
         try:
-            differences = config_differences(saved.read_text(encoding="utf-8"), to_yaml(job.cfg))
+            old_yaml = saved.read_text(encoding="utf-8")
+            differences = [d for d in config_differences(old_yaml, to_yaml(job.cfg))
+                           if d.split(":")[0] not in INPUT_FILE_KEYS]
         except yaml.YAMLError as err:
             raise ValueError(f"{saved} is not valid YAML ({err}); use another --outdir") from err
+        differences += input_file_differences(outdir, old_yaml, job.cfg)
         if differences:
             raise ValueError(f"{outdir} holds a run with other settings ({'; '.join(differences)}); images of "
                              "different settings are never mixed: use another --outdir or the saved settings")
@@ -237,7 +316,7 @@ def package_versions() -> dict[str, str | None]:
 def write_run_files(job: Job, info: DistInfo) -> None:
     """Rank 0: the resolved config and what produced the run."""
     run_info = {"git_commit": git_commit(), "packages": package_versions(), "python": platform.python_version(),
-                "world_size": info.world_size, "argv": job.argv}
+                "world_size": info.world_size, "argv": job.argv, "inputs": input_files(job.cfg)}
     write_if_changed(job.outdir / CONFIG_FILE, to_yaml(job.cfg))
     write_if_changed(job.outdir / RUN_INFO_FILE, json.dumps(run_info, indent=2) + "\n")
 
@@ -287,13 +366,13 @@ def chunks(items: list, size: int) -> list[list]:
 def generate(job: Job, generator, policy, info: DistInfo) -> None:
     """Every rank runs its prompts' pending samples; rank 0 shows one bar over all ranks."""
     run = job.cfg.run
-    mine = shard(range(len(job.prompts)), info)
+    mine = shard(job.selected, info)
     requests = pending_requests(job, mine)
     batches = chunks(requests, max(1, run.batch_size // policy.num_candidates))
     # Ranks step together (a padded empty batch when one runs out) so the bar counts all of them.
     num_rounds = all_reduce_max(len(batches), info)
     done = all_reduce_sum(len(mine) * run.eval_num - len(requests), info)
-    total = len(job.prompts) * run.eval_num
+    total = len(job.selected) * run.eval_num
     with tqdm(total=total, initial=done, unit="img", desc="generate", disable=not info.is_main) as bar:
         for round_index in range(num_rounds):
             batch = batches[round_index] if round_index < len(batches) else []
@@ -321,19 +400,62 @@ def run(job: Job, generator, policy, info: DistInfo) -> None:
         print0(info, f"GenEval overall {summary.overall:.5f} ({job.outdir})")
 
 
+def user_error(err: Exception) -> int:
+    """Exit code 2 after one line naming the problem. Under torchrun every process meets the same
+    bad input, so only the first process of each node prints it (one line per node's log)."""
+    if env_ranks()[2] == 0:
+        print(f"main.py: error: {err}", file=sys.stderr)
+    return 2
+
+
+def lock_outdir(job: Job, lock: OutdirLock, info: DistInfo) -> bool:
+    """Rank 0 takes OUTDIR's lock and checks the folder again under it (another run may have written
+    since ``prepare``); every rank learns whether that worked. False: refused, already printed."""
+    error = None
+    if info.is_main:
+        try:
+            lock.acquire()
+            check_outdir(job)
+        except ValueError as err:
+            lock.release()
+            error = err
+            print(f"main.py: error: {err}", file=sys.stderr)
+    return all_reduce_max(int(error is not None), info) == 0
+
+
+def count_images(job: Job) -> int:
+    return sum(sample_done(job.outdir, index, sample) for index in job.selected for sample in range(job.cfg.run.eval_num))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 2 bad input or an output folder this run may not write; 1 a failure while
+    running (its message names the prompt and step where it could); 130 stopped by Ctrl-C."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     try:
         job = prepare(args, argv)
         generator, policy = load_models(job)
     except ValueError as err:  # bad user input: the message says what to fix; no traceback
-        print(f"main.py: error: {err}", file=sys.stderr)
-        return 2
+        return user_error(err)
     info = init_distributed(job.cfg.run.device)
+    lock = OutdirLock(job.outdir, argv)
     try:
+        if not lock_outdir(job, lock, info):
+            return 2
         run(job, generator, policy, info)
+    except KeyboardInterrupt:
+        print0(info, f"\nmain.py: interrupted; {count_images(job)} of {len(job.selected) * job.cfg.run.eval_num} "
+                     "images are saved. Run the same command again to resume where it stopped.", file=sys.stderr)
+        return 130
+    except PermissionError as err:
+        print(f"main.py: error: cannot write {err.filename} ({err.strerror}); pass an --outdir you can write to",
+              file=sys.stderr)
+        return 2
+    except NonFiniteLogits as err:
+        print(f"main.py: error: {err}", file=sys.stderr)
+        return 1
     finally:
+        lock.release()
         destroy(info)
     return 0
 

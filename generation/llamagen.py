@@ -60,7 +60,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import AutoTokenizer, T5EncoderModel
 
-from generation.base import check_restart_inputs, clone_generators, raster_preview
+from generation.base import check_restart_inputs, clone_generators, finite_logits, raster_preview
 from generation.config import GenerationConfig, LlamaGenOptions
 from generation.llamagen_vq import CHECKPOINT_ENTRIES, VQDecoder, load_vq_decoder, read_checkpoint
 from generation.maskgit import gumbel, per_row_uniform
@@ -597,7 +597,7 @@ class LlamaGenGenerator:
 
     def processed_logits(self, logits: torch.Tensor, slot: int) -> torch.Tensor:
         """generate.py's ``sample`` input: guidance, then ``/ temperature``, top-k, top-p (greedy: guidance only)."""
-        guided = self.guided_logits(logits, slot)
+        guided = finite_logits(self.guided_logits(logits, slot))
         if self.cfg.temperature == 0:
             return guided
         return top_k_top_p(guided / self.cfg.temperature, self.cfg.top_k, self.options.top_p)
