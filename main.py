@@ -85,13 +85,48 @@ PACKAGES = ["torch", "transformers", "accelerate", "numpy", "omegaconf", "pyyaml
 # ----------------------------------------------------------------------------
 # Command line and validation (nothing is written here)
 
+FLAG_HELP = {
+    "eval_num": "images kept per prompt (GenEval scores 4)",
+    "search_num": "candidates generated per kept image: N of best-of-N / the paths PRM and PARM search "
+                  "among (ignored by --reward_model none)",
+    "batch_size": "candidate rows per generator forward; bounds memory, never changes an image",
+    "generation_timesteps": "decoding steps of the mask-predict order (Show-o: 18)",
+    "reward_model": "the selection policy (names below)",
+    "dpo_model": "DPO generator weights (names below)",
+    "guidance_scale": "classifier-free guidance s in (1+s)*cond - s*uncond, a finite number >= 0",
+}
+
+
+def help_epilog() -> str:
+    """Valid names, read when --help is asked for (nothing is read at import)."""
+    from search import POLICIES
+
+    repo, presets = Path(__file__).resolve().parent, []
+    for preset in ["config.yaml", *sorted(f"configs/{p.name}" for p in (repo / "configs").glob("*.yaml"))]:
+        try:
+            names = sorted((yaml.safe_load((repo / preset).read_text()) or {}).get("dpo_checkpoints") or {})
+        except (OSError, yaml.YAMLError):
+            continue
+        presets.append(f"  {preset}: {', '.join(names) if names else '(none)'}")
+    return "\n".join([
+        f"--reward_model names: {', '.join(sorted(POLICIES))} (none = plain decoding; see search.py)",
+        "--dpo_model: a name of the preset's dpo_checkpoints, or a weights folder. Names per preset:",
+        *presets,
+        "Other settings: key=value (see config.py), e.g. run.per_tag=1 (first prompt of every tag), "
+        "run.prompt_range=0:10, run.seed=1, run.evaluate=false.",
+    ])
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="main.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="main.py", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=help_epilog() if {"-h", "--help"} & set(argv) else None)
     parser.add_argument("--config", default="config.yaml",
                         help="YAML preset (default: config.yaml, the paper's Show-o setting; "
                              "configs/shapes.yaml runs the embedded shapes world on CPU)")
     for flag, (key, kind) in FLAGS.items():
-        parser.add_argument(f"--{flag}", type=kind, default=None, help=f"sets {key}")
+        extra = f": {FLAG_HELP[flag]}" if flag in FLAG_HELP else ""
+        parser.add_argument(f"--{flag}", type=kind, default=None, help=f"sets {key}{extra}")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. run.seed=1 run.evaluate=false")
     return parser.parse_intermixed_args(argv)
 
