@@ -57,8 +57,8 @@ class RunConfig:
     device: str = "auto"
     """Generator device: ``auto`` (cuda:LOCAL_RANK if available, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
     prompt_range: str = ""
-    """Only the prompts ``START:END`` (0-based line numbers of the prompt file, END excluded, either
-    may be left out: ``:10``); empty = every prompt. Images depend only on the prompt's line, so a
+    """Only the prompts ``START-END`` (0-based line numbers of the prompt file, END excluded, either
+    may be left out: ``-10`` is the first ten, ``500-`` from line 500 on); empty = every prompt. Images depend only on the prompt's line, so a
     subset run's images are those of the full run and a later run fills in the rest."""
     per_tag: int = 0
     """Only the first ``k`` prompts of every metadata tag (after ``prompt_range``); 0 = all. E.g.
@@ -200,17 +200,19 @@ def validate_config(cfg: Config) -> None:
 
 
 def parse_prompt_range(text: str) -> slice:
-    """``run.prompt_range`` (``"START:END"``, either part optional; empty = all) as a slice."""
+    """``run.prompt_range`` (``"START-END"``, either part optional; empty = all) as a slice.
+
+    A dash, not a colon: YAML reads ``9:`` as a mapping."""
     if not text.strip():
         return slice(None)
-    start, sep, end = text.partition(":")
+    start, sep, end = text.partition("-")
     try:
         bounds = [int(part) if part.strip() else None for part in (start, end)]
     except ValueError:
         bounds = None
     if not sep or bounds is None or any(b is not None and b < 0 for b in bounds):
-        raise ValueError(f"run.prompt_range={text!r} is not START:END with non-negative line numbers "
-                         "(0-based, END excluded); e.g. run.prompt_range=0:10 or run.prompt_range=:5")
+        raise ValueError(f"run.prompt_range={text!r} is not START-END with non-negative line numbers "
+                         "(0-based, END excluded); e.g. run.prompt_range=0-10 or run.prompt_range=-5 (the first 5)")
     return slice(*bounds)
 
 

@@ -113,7 +113,7 @@ def help_epilog() -> str:
         "--dpo_model: a name of the preset's dpo_checkpoints, or a weights folder. Names per preset:",
         *presets,
         "Other settings: key=value (see config.py), e.g. run.per_tag=1 (first prompt of every tag), "
-        "run.prompt_range=0:10, run.seed=1, run.evaluate=false.",
+        "run.prompt_range=0-10, run.seed=1, run.evaluate=false.",
     ])
 
 
