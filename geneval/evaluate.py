@@ -104,7 +104,8 @@ def load_config(config_path: str | None = None, overrides: list[str] = (), outdi
         try:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as err:
-            raise ValueError(f"{source}: bad GenEval setting: {str(err).splitlines()[0]}") from err
+            key = getattr(err, "full_key", None) or "?"
+            raise ValueError(f"{source}: bad GenEval setting {key}: {str(err).splitlines()[0]}") from err
     cfg = OmegaConf.to_object(merged)
     check_geneval_config(cfg)
     if cfg.detector not in DETECTORS:
