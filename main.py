@@ -27,6 +27,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -351,7 +352,9 @@ def package_versions() -> dict[str, str | None]:
 def write_run_files(job: Job, info: DistInfo) -> None:
     """Rank 0: the resolved config and what produced the run."""
     run_info = {"git_commit": git_commit(), "packages": package_versions(), "python": platform.python_version(),
-                "world_size": info.world_size, "argv": job.argv, "inputs": input_files(job.cfg)}
+                "world_size": info.world_size, "argv": job.argv, "inputs": input_files(job.cfg),
+                # torchrun --max-restarts: which attempt wrote this (0 = the first)
+                "restart_count": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))}
     write_if_changed(job.outdir / CONFIG_FILE, to_yaml(job.cfg))
     write_if_changed(job.outdir / RUN_INFO_FILE, json.dumps(run_info, indent=2) + "\n")
 
