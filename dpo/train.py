@@ -40,7 +40,8 @@ stays ``no``, see dpo/accelerate_ddp.yaml). ``--cond-dropout`` (0.1) applies to 
 dropped pair is scored under the unconditional prompt of the generator's guidance rows.
 Under FSDP (dpo/accelerate_fsdp.yaml) set ``fsdp_transformer_layer_cls_to_wrap`` to the backend's
 block: ``Block`` (tiny), ``PhiDecoderLayer`` (Show-o), ``LlamaDecoderLayer`` (Janus), ``TransformerBlock``
-(LlamaGen).
+(LlamaGen). On CPU processes accelerate does not shard (its FSDP config would run DDP and is
+refused): ``--fsdp-blocks`` with the same class name shards with torch's FSDP2 (``dpo/fsdp_cpu.py``).
 
 Upstream settings kept (scripts/dpo.yaml): beta 0.1, AdamW (0.9, 0.999, eps 1e-8, weight decay
 0.01, none on biases, LayerNorms and embeddings), cosine schedule with 10% warmup, no gradient

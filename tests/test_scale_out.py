@@ -83,3 +83,24 @@ def test_elastic_restart_after_a_killed_worker_finishes_the_same_images(root, we
     assert json.loads((outdir / "run_info.json").read_text())["restart_count"] == 1  # the second attempt finished
     assert generated(outdir) == generated(one)
     assert not lock.exists()
+
+
+def test_slurm_script_runs_main_through_srun_and_torchrun(root, weights, suite, tmp_path):
+    # Stand-ins for Slurm's commands: scontrol names this machine, srun runs its command once (one node).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho 127.0.0.1\n")
+    (bin_dir / "srun").write_text('#!/bin/sh\nwhile [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n')
+    for tool in ("scontrol", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    one = root / "slurm-one-process"
+    assert runner.main(command(one, weights, suite)) == 0
+    outdir = root / "slurm"
+    env = dict(subprocess_env(), PATH=f"{bin_dir}:{subprocess_env()['PATH']}", SLURM_JOB_NODELIST="node[1]",
+               SLURM_JOB_NUM_NODES="1", SLURM_JOB_ID="4242", NPROC_PER_NODE="2", RDZV_PORT=str(free_port()),
+               PYTHON=sys.executable)
+    result = subprocess.run(["bash", "scripts/slurm_main.sbatch", *command(outdir, weights, suite)], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert generated(outdir) == generated(one)
+    assert json.loads((outdir / "run_info.json").read_text())["world_size"] == 2
