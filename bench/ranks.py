@@ -56,7 +56,8 @@ def main() -> None:
     launchers = {"1 process": [sys.executable, "main.py"],
                  "2 ranks": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "main.py"]}
-    print(f"machine: {machine()}; {os.cpu_count()} CPUs; load average before: {load_average()}")
+    print(f"machine: {machine()} (this process); {os.cpu_count()} CPUs; {args.threads} thread(s) per rank; "
+          f"load average before: {load_average()} (above the CPU count: other jobs share the cores)")
     rates: dict[str, list[float]] = {name: [] for name in launchers}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
