@@ -18,7 +18,9 @@ Prompts are sharded ``[rank::world]``; every candidate is seeded from (seed, pro
 candidate), so images are the same for any number of ranks. Every file is written atomically and
 a sample is done iff its PNG exists: rerunning a killed command finishes the job. Bad input is
 rejected before anything is written (exit code 2); a rerun whose settings would change the images
-of an existing OUTDIR is refused.
+of an existing OUTDIR is refused, and so is a second run while one writes there (``outdir_lock.py``).
+``run.per_tag`` / ``run.prompt_range`` generate a subset of the prompts. Several nodes, Slurm and
+elastic restarts: docs/scale_out.md.
 """
 from __future__ import annotations
 
