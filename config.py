@@ -18,8 +18,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from generation.config import GenerationConfig
-from geneval.config import GenEvalConfig
+from geneval.config import GenEvalConfig, check_geneval_config
 from reward_models.judge import JudgeConfig
+from validation import Rule, above, above_up_to, at_least, check_numbers, flatten
 
 # Upstream citations below are to ZiyuGuo99/Image-Generation-CoT main.py (argparse defaults).
 
@@ -74,6 +75,13 @@ class RunConfig:
     """Score OUTDIR with GenEval (``geneval.evaluate``) once every image exists."""
     device: str = "auto"
     """Generator device: ``auto`` (cuda:LOCAL_RANK if available, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
+    prompt_range: str = ""
+    """Only the prompts ``START-END`` (0-based line numbers of the prompt file, END excluded, either
+    may be left out: ``-10`` is the first ten, ``500-`` from line 500 on); empty = every prompt. Images depend only on the prompt's line, so a
+    subset run's images are those of the full run and a later run fills in the rest."""
+    per_tag: int = 0
+    """Only the first ``k`` prompts of every metadata tag (after ``prompt_range``); 0 = all. E.g.
+    ``run.per_tag=1`` tries a policy on one prompt of each GenEval category in seconds."""
 
 
 @dataclass
@@ -180,8 +188,7 @@ def load_config(config_path: str | Path | None, overrides: list[str] = (),
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ValueError(_describe(err, "config")) from err
-    check_run_config(cfg.run)
-    check_search_config(cfg.search)
+    validate_config(cfg)
     anchor_inputs(cfg)
     return cfg
 
@@ -197,34 +204,49 @@ def anchor_inputs(cfg: Config) -> None:
     cfg.dpo_checkpoints = {name: shipped_path(path) for name, path in cfg.dpo_checkpoints.items()}
 
 
-def check_run_config(run: RunConfig) -> None:
-    """Reject values the schema's types let through but the runner cannot use."""
-    for name in ("batch_size", "eval_num", "search_num"):
-        if getattr(run, name) < 1:
-            raise ValueError(f"run.{name} must be at least 1, got {getattr(run, name)}")
-    if not run.outdir:
+NUMBER_RULES: dict[str, Rule] = {
+    "run.batch_size": at_least(1), "run.eval_num": at_least(1), "run.search_num": at_least(1),
+    "run.per_tag": at_least(0),
+    "search.prm_every": at_least(1), "search.reflect_rounds": at_least(0),
+    "generation.num_steps": at_least(1), "generation.guidance_scale": at_least(0),
+    "generation.temperature": at_least(0), "generation.rows_per_step": at_least(1), "generation.top_k": at_least(0),
+    "generation.llamagen.image_size": above(0), "generation.llamagen.top_p": above_up_to(0, 1),
+    "generation.llamagen.cfg_interval": at_least(-1), "generation.llamagen.num_heads": at_least(0),
+    "reward.batch_size": at_least(1),
+}
+"""Valid ranges of the numeric settings outside ``geneval:`` (``geneval.config.GENEVAL_RULES``)."""
+
+
+def validate_config(cfg: Config) -> None:
+    """Every value the schema's types let through but the runner cannot use: ValueError naming the key.
+
+    Called by ``load_config``, so ``main.py`` refuses a bad value before anything is written.
+    """
+    tree = yaml.safe_load(to_yaml(cfg))
+    check_numbers(flatten({k: v for k, v in tree.items() if k != "geneval"}), NUMBER_RULES)
+    check_geneval_config(cfg.geneval, "geneval.")
+    if not cfg.run.outdir:
         raise ValueError("run.outdir is empty; pass --outdir DIR")
+    parse_prompt_range(cfg.run.prompt_range)
 
 
-def check_search_config(search: SearchConfig) -> None:
-    if search.prm_every < 1:
-        raise ValueError(f"search.prm_every must be at least 1, got {search.prm_every}")
-    if search.reflect_rounds < 0:
-        raise ValueError(f"search.reflect_rounds must be at least 0, got {search.reflect_rounds}")
+def parse_prompt_range(text: str) -> slice:
+    """``run.prompt_range`` (``"START-END"``, either part optional; empty = all) as a slice.
+
+    A dash, not a colon: YAML reads ``9:`` as a mapping."""
+    if not text.strip():
+        return slice(None)
+    start, sep, end = text.partition("-")
+    try:
+        bounds = [int(part) if part.strip() else None for part in (start, end)]
+    except ValueError:
+        bounds = None
+    if not sep or bounds is None or any(b is not None and b < 0 for b in bounds):
+        raise ValueError(f"run.prompt_range={text!r} is not START-END with non-negative line numbers "
+                         "(0-based, END excluded); e.g. run.prompt_range=0-10 or run.prompt_range=-5 (the first 5)")
+    return slice(*bounds)
 
 
 def to_yaml(cfg: Config) -> str:
     """The resolved config as YAML (what ``OUTDIR/config.yaml`` holds)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"run": {"seed": 0}}`` -> ``{"run.seed": 0}``."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat

@@ -67,8 +67,20 @@ def init_distributed(device_preference: str = "auto") -> DistInfo:
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", rank=rank,
-                                world_size=world_size)
+                                world_size=world_size, store=attempt_store(rank, world_size))
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def attempt_store(rank: int, world_size: int) -> dist.Store:
+    """torchrun's store (``env://``) under a prefix naming this restart attempt.
+
+    After ``--max-restarts`` restarts a failed group, the workers of the new attempt get the agent's
+    store again, still holding the old attempt's keys; gloo would read the dead workers' addresses
+    there and fail with "connectFullMesh failed ... Connection refused". A prefix per
+    ``TORCHELASTIC_RESTART_COUNT`` keeps every attempt's keys apart.
+    """
+    store, _, _ = next(dist.rendezvous("env://", rank, world_size))
+    return dist.PrefixStore(f"main_attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def current_dist_info() -> DistInfo:

@@ -18,13 +18,17 @@ Prompts are sharded ``[rank::world]``; every candidate is seeded from (seed, pro
 candidate), so images are the same for any number of ranks. Every file is written atomically and
 a sample is done iff its PNG exists: rerunning a killed command finishes the job. Bad input is
 rejected before anything is written (exit code 2); a rerun whose settings would change the images
-of an existing OUTDIR is refused.
+of an existing OUTDIR is refused, and so is a second run while one writes there (``outdir_lock.py``).
+``run.per_tag`` / ``run.prompt_range`` generate a subset of the prompts. Several nodes, Slurm and
+elastic restarts: docs/scale_out.md.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -35,13 +39,15 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from config import Config, flatten, load_config, to_yaml
+from config import Config, flatten, load_config, parse_prompt_range, to_yaml
 from distributed import DistInfo, all_reduce_max, all_reduce_sum, barrier, destroy, env_ranks, init_distributed, \
     print0, resolve_device, shard
 from generation import GENERATORS, build_generator
+from generation.base import NonFiniteLogits
 from geneval.evaluate import evaluate_outdir
 from geneval.layout import METADATA_FILE, TMP_SUFFIX, atomic_write_text, prompt_dir, sample_done, write_sample
 from geneval.suites import check_prompts_match, load_metadata, load_prompts
+from outdir_lock import OutdirLock
 from search import ImageRequest, Selection, build_policy, check_policy_name
 
 FLAGS = {
@@ -62,10 +68,14 @@ SAME_CHECKPOINT = [{"dpo_iter_parm_gudie", "dpo_iter_parm_guide"}]
 """Spellings of one checkpoint: upstream main.py:141 accepts only the typo ``gudie`` while its
 run.sh passes ``guide`` (and so fails); we accept both."""
 
-IMAGE_NEUTRAL_KEYS = ("run.evaluate", "run.batch_size", "run.device", "run.outdir")
+IMAGE_NEUTRAL_KEYS = ("run.evaluate", "run.batch_size", "run.device", "run.outdir", "run.prompt_range", "run.per_tag")
 IMAGE_NEUTRAL_PREFIXES = ("geneval.", "dpo_checkpoints.")
 """Settings a rerun into an existing OUTDIR may change: they do not change any image. The DPO name
-table is one of them: the checkpoint a run used is saved as the resolved ``generation.weights``."""
+table is one of them: the checkpoint a run used is saved as the resolved ``generation.weights``;
+so is the prompt subset (an image depends on its prompt's line only)."""
+
+INPUT_FILE_KEYS = ("run.prompts_file", "run.metadata_file")
+"""Settings naming input files: compared by content (a hash saved in run_info.json), not by spelling."""
 
 CONFIG_FILE, RUN_INFO_FILE, TRACE_DIR = "config.yaml", "run_info.json", "trace"
 PACKAGES = ["torch", "transformers", "accelerate", "numpy", "omegaconf", "pyyaml", "pillow", "safetensors", "tqdm"]
@@ -74,13 +84,48 @@ PACKAGES = ["torch", "transformers", "accelerate", "numpy", "omegaconf", "pyyaml
 # ----------------------------------------------------------------------------
 # Command line and validation (nothing is written here)
 
+FLAG_HELP = {
+    "eval_num": "images kept per prompt (GenEval scores 4)",
+    "search_num": "candidates generated per kept image: N of best-of-N / the paths PRM and PARM search "
+                  "among (ignored by --reward_model none)",
+    "batch_size": "candidate rows per generator forward; bounds memory, never changes an image",
+    "generation_timesteps": "decoding steps of the mask-predict order (Show-o: 18)",
+    "reward_model": "the selection policy (names below)",
+    "dpo_model": "DPO generator weights (names below)",
+    "guidance_scale": "classifier-free guidance s in (1+s)*cond - s*uncond, a finite number >= 0",
+}
+
+
+def help_epilog() -> str:
+    """Valid names, read when --help is asked for (nothing is read at import)."""
+    from search import POLICIES
+
+    repo, presets = Path(__file__).resolve().parent, []
+    for preset in ["config.yaml", *sorted(f"configs/{p.name}" for p in (repo / "configs").glob("*.yaml"))]:
+        try:
+            names = sorted((yaml.safe_load((repo / preset).read_text()) or {}).get("dpo_checkpoints") or {})
+        except (OSError, yaml.YAMLError):
+            continue
+        presets.append(f"  {preset}: {', '.join(names) if names else '(none)'}")
+    return "\n".join([
+        f"--reward_model names: {', '.join(sorted(POLICIES))} (none = plain decoding; see search.py)",
+        "--dpo_model: a name of the preset's dpo_checkpoints, or a weights folder. Names per preset:",
+        *presets,
+        "Other settings: key=value (see config.py), e.g. run.per_tag=1 (first prompt of every tag), "
+        "run.prompt_range=0-10, run.seed=1, run.evaluate=false.",
+    ])
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="main.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="main.py", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=help_epilog() if {"-h", "--help"} & set(argv) else None)
     parser.add_argument("--config", default="config.yaml",
                         help="YAML preset (default: config.yaml, the paper's Show-o setting; "
                              "configs/shapes.yaml runs the embedded shapes world on CPU)")
     for flag, (key, kind) in FLAGS.items():
-        parser.add_argument(f"--{flag}", type=kind, default=None, help=f"sets {key}")
+        extra = f": {FLAG_HELP[flag]}" if flag in FLAG_HELP else ""
+        parser.add_argument(f"--{flag}", type=kind, default=None, help=f"sets {key}{extra}")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. run.seed=1 run.evaluate=false")
     return parser.parse_intermixed_args(argv)
 
@@ -120,6 +165,12 @@ class Job:
     prompts: list[str]
     metadata: list[dict]
     argv: list[str]
+    selected: list[int] | None = None
+    """The prompt lines this run generates (``run.prompt_range``, ``run.per_tag``); None = all."""
+
+    def __post_init__(self):
+        if self.selected is None:
+            self.selected = list(range(len(self.prompts)))
 
     @property
     def outdir(self) -> Path:
@@ -136,9 +187,27 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
     check_backend(cfg.generation.backend)
     prompts, metadata = load_prompts(cfg.run.prompts_file), load_metadata(cfg.run.metadata_file)
     check_prompts_match(prompts, metadata)
-    job = Job(cfg, prompts, metadata, argv)
+    job = Job(cfg, prompts, metadata, argv, select_prompts(metadata, cfg.run.prompt_range, cfg.run.per_tag))
     check_outdir(job)
     return job
+
+
+def select_prompts(metadata: list[dict], prompt_range: str, per_tag: int) -> list[int]:
+    """Indices of the prompts a run generates: ``prompt_range`` first, then the first ``per_tag`` of each tag."""
+    indices = list(range(len(metadata)))[parse_prompt_range(prompt_range)]
+    if not indices:
+        raise ValueError(f"run.prompt_range={prompt_range!r} selects none of the {len(metadata)} prompts; "
+                         f"valid lines are 0 to {len(metadata) - 1}")
+    if per_tag:
+        seen: dict[str, int] = {}
+        kept = []
+        for index in indices:
+            tag = metadata[index]["tag"]
+            if seen.get(tag, 0) < per_tag:
+                seen[tag] = seen.get(tag, 0) + 1
+                kept.append(index)
+        indices = kept
+    return indices
 
 
 # ----------------------------------------------------------------------------
@@ -161,8 +230,51 @@ def config_differences(old_yaml: str, new_yaml: str) -> list[str]:
             and not (key not in old and key in defaults and new.get(key) == defaults[key])]
 
 
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def input_paths(cfg: Config) -> dict[str, str]:
+    return {"run.prompts_file": cfg.run.prompts_file, "run.metadata_file": cfg.run.metadata_file}
+
+
+def input_files(cfg: Config) -> dict[str, dict]:
+    """What run_info.json records of the input files: resolved path and content hash."""
+    return {key: {"path": str(Path(path).resolve()), "sha256": file_digest(path)}
+            for key, path in input_paths(cfg).items()}
+
+
+def input_file_differences(outdir: Path, old_yaml: str, cfg: Config) -> list[str]:
+    """Input files that differ from the saved run's: by content hash (recorded in run_info.json),
+    or, for runs written before hashes were recorded, by resolved path. ``./x`` and ``/abs/x`` are one file."""
+    try:
+        recorded = json.loads((outdir / RUN_INFO_FILE).read_text(encoding="utf-8")).get("inputs", {})
+    except (OSError, ValueError, AttributeError):
+        recorded = {}
+    old, new = flatten(yaml.safe_load(old_yaml) or {}), input_files(cfg)
+    differences = []
+    for key in INPUT_FILE_KEYS:
+        if key in recorded:
+            same = recorded[key].get("sha256") == new[key]["sha256"]
+        else:
+            same = key in old and Path(str(old[key])).resolve() == Path(new[key]["path"])
+        if not same:
+            differences.append(f"{key}: {old.get(key, '<absent>')!r} -> {input_paths(cfg)[key]!r}"
+                               + (" (other content)" if key in recorded else ""))
+    return differences
+
+
+def has_images(outdir: Path) -> bool:
+    """Whether any sample of OUTDIR is done: a folder without one holds nothing a new setting could mix with."""
+    return any(outdir.glob("[0-9]*/samples/*.png"))
+
+
 def check_outdir(job: Job) -> None:
-    """Refuse an OUTDIR that holds another run (other image settings, other metadata, or unknown origin)."""
+    """Refuse an OUTDIR that holds another run (other image settings, other metadata, or unknown origin).
+
+    A folder without a finished image (e.g. left by a run that crashed before its first one) is
+    not refused: nothing in it can be mixed, and its config is rewritten by the new run.
+    """
     outdir = job.outdir
     if not outdir.exists():
         return
@@ -170,10 +282,15 @@ def check_outdir(job: Job) -> None:
         raise ValueError(f"--outdir {outdir} exists and is not a folder")
     saved = outdir / CONFIG_FILE
     if saved.is_file():
+        if not has_images(outdir):
+            return
         try:
-            differences = config_differences(saved.read_text(encoding="utf-8"), to_yaml(job.cfg))
+            old_yaml = saved.read_text(encoding="utf-8")
+            differences = [d for d in config_differences(old_yaml, to_yaml(job.cfg))
+                           if d.split(":")[0] not in INPUT_FILE_KEYS]
         except yaml.YAMLError as err:
             raise ValueError(f"{saved} is not valid YAML ({err}); use another --outdir") from err
+        differences += input_file_differences(outdir, old_yaml, job.cfg)
         if differences:
             raise ValueError(f"{outdir} holds a run with other settings ({'; '.join(differences)}); images of "
                              "different settings are never mixed: use another --outdir or the saved settings")
@@ -227,7 +344,9 @@ def package_versions() -> dict[str, str | None]:
 def write_run_files(job: Job, info: DistInfo) -> None:
     """Rank 0: the resolved config and what produced the run."""
     run_info = {"git_commit": git_commit(), "packages": package_versions(), "python": platform.python_version(),
-                "world_size": info.world_size, "argv": job.argv}
+                "world_size": info.world_size, "argv": job.argv, "inputs": input_files(job.cfg),
+                # torchrun --max-restarts: which attempt wrote this (0 = the first)
+                "restart_count": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))}
     write_if_changed(job.outdir / CONFIG_FILE, to_yaml(job.cfg))
     write_if_changed(job.outdir / RUN_INFO_FILE, json.dumps(run_info, indent=2) + "\n")
 
@@ -277,13 +396,13 @@ def chunks(items: list, size: int) -> list[list]:
 def generate(job: Job, generator, policy, info: DistInfo) -> None:
     """Every rank runs its prompts' pending samples; rank 0 shows one bar over all ranks."""
     run = job.cfg.run
-    mine = shard(range(len(job.prompts)), info)
+    mine = shard(job.selected, info)
     requests = pending_requests(job, mine)
     batches = chunks(requests, max(1, run.batch_size // policy.num_candidates))
     # Ranks step together (a padded empty batch when one runs out) so the bar counts all of them.
     num_rounds = all_reduce_max(len(batches), info)
     done = all_reduce_sum(len(mine) * run.eval_num - len(requests), info)
-    total = len(job.prompts) * run.eval_num
+    total = len(job.selected) * run.eval_num
     with tqdm(total=total, initial=done, unit="img", desc="generate", disable=not info.is_main) as bar:
         for round_index in range(num_rounds):
             batch = batches[round_index] if round_index < len(batches) else []
@@ -311,19 +430,62 @@ def run(job: Job, generator, policy, info: DistInfo) -> None:
         print0(info, f"GenEval overall {summary.overall:.5f} ({job.outdir})")
 
 
+def user_error(err: Exception) -> int:
+    """Exit code 2 after one line naming the problem. Under torchrun every process meets the same
+    bad input, so only the first process of each node prints it (one line per node's log)."""
+    if env_ranks()[2] == 0:
+        print(f"main.py: error: {err}", file=sys.stderr)
+    return 2
+
+
+def lock_outdir(job: Job, lock: OutdirLock, info: DistInfo) -> bool:
+    """Rank 0 takes OUTDIR's lock and checks the folder again under it (another run may have written
+    since ``prepare``); every rank learns whether that worked. False: refused, already printed."""
+    error = None
+    if info.is_main:
+        try:
+            lock.acquire()
+            check_outdir(job)
+        except ValueError as err:
+            lock.release()
+            error = err
+            print(f"main.py: error: {err}", file=sys.stderr)
+    return all_reduce_max(int(error is not None), info) == 0
+
+
+def count_images(job: Job) -> int:
+    return sum(sample_done(job.outdir, index, sample) for index in job.selected for sample in range(job.cfg.run.eval_num))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 2 bad input or an output folder this run may not write; 1 a failure while
+    running (its message names the prompt and step where it could); 130 stopped by Ctrl-C."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     try:
         job = prepare(args, argv)
         generator, policy = load_models(job)
     except ValueError as err:  # bad user input: the message says what to fix; no traceback
-        print(f"main.py: error: {err}", file=sys.stderr)
-        return 2
+        return user_error(err)
     info = init_distributed(job.cfg.run.device)
+    lock = OutdirLock(job.outdir, argv)
     try:
+        if not lock_outdir(job, lock, info):
+            return 2
         run(job, generator, policy, info)
+    except KeyboardInterrupt:
+        print0(info, f"\nmain.py: interrupted; {count_images(job)} of {len(job.selected) * job.cfg.run.eval_num} "
+                     "images are saved. Run the same command again to resume where it stopped.", file=sys.stderr)
+        return 130
+    except PermissionError as err:
+        print(f"main.py: error: cannot write {err.filename} ({err.strerror}); pass an --outdir you can write to",
+              file=sys.stderr)
+        return 2
+    except NonFiniteLogits as err:
+        print(f"main.py: error: {err}", file=sys.stderr)
+        return 1
     finally:
+        lock.release()
         destroy(info)
     return 0
 

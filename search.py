@@ -69,7 +69,7 @@ import reward_models
 from config import Config, SearchConfig
 from distributed import resolve_device
 from generation import refine
-from generation.base import Generator, run_to_end, seeded_generator
+from generation.base import Generator, NonFiniteLogits, seeded_generator
 from geneval.suites import load_metadata
 from reward_models import verifiers
 from reward_models.judge import YesNoJudge
@@ -199,8 +199,25 @@ class PlainDecoding:
 
     def __call__(self, generator: Generator, requests: list[ImageRequest], seed: int) -> list[Selection]:
         generators = [seeded_generator(seed, r.prompt_index, r.sample_index, 0) for r in requests]
-        images = run_to_end(generator, [r.prompt for r in requests], generators)  # uint8 [B, 3, H, W]
+        canvas = generator.start([r.prompt for r in requests], generators)
+        for _ in range(generator.num_steps):
+            canvas = _named_step(generator, canvas, lambda row: (requests[row], 0))
+        images = generator.finish(canvas)  # uint8 [B, 3, H, W]
         return [Selection(image, [PlainRecord(0)]) for image in images]
+
+
+def _named_step(generator: Generator, canvas, who: Callable[[int], tuple[ImageRequest, int]]):
+    """``generator.step(canvas)``; NaN logits are re-raised naming the (request, candidate) ``who(row)`` and step."""
+    try:
+        return generator.step(canvas)
+    except NonFiniteLogits as err:
+        request, candidate = who(err.rows[0])
+        more = f" (and {len(err.rows) - 1} more rows of the batch)" if len(err.rows) > 1 else ""
+        raise NonFiniteLogits(err.rows, (
+            f"NaN or +inf logits at decoding step {canvas.step_index + 1} of {generator.num_steps} for prompt "
+            f"{request.prompt_index} {request.prompt!r}, image {request.sample_index}, candidate {candidate}{more}; "
+            "the generator gives no usable distribution there: check generation.weights (a damaged "
+            "checkpoint) and generation.dtype (float16 overflow)")) from err
 
 
 # ----------------------------------------------------------------------------
@@ -288,20 +305,49 @@ class Candidates:
 
     def step(self) -> int:
         """Every row takes one decoding step; returns the steps done."""
-        self.canvas = self.charged(self.slots, lambda: self.generator.step(self.canvas))
+        def who(row: int) -> tuple[ImageRequest, int]:
+            return self.request_of(row), self.slots[row].candidate
+
+        self.canvas = self.charged(self.slots, lambda: _named_step(self.generator, self.canvas, who))
         return self.canvas.step_index
 
     def ask(self, rows: list[int], question: Callable, images: torch.Tensor):
-        """``question(images, prompts)`` about ``rows``, one judge call charged to each row."""
+        """``question(images, prompts)`` about ``rows``, one judge call charged to each row.
+
+        Batch invariance: the judge is asked once per request, about that request's rows only, so
+        every score is computed in a batch whose shape and content depend on that request alone.
+        A judge's float reductions may differ in the last bits with the batch around a row (a
+        GEMM's blocking follows the batch size); asked this way, two near-tied candidates rank the
+        same whatever ``run.batch_size`` or the number of ranks put beside them.
+        """
         for row in rows:
             self.record(row).judge_calls += 1
-        return question(images, self.prompts(rows))
+        if not rows:
+            return question(images, [])
+        groups = [[k for k, row in enumerate(rows) if self.slots[row].request == request]
+                  for request in dict.fromkeys(self.slots[row].request for row in rows)]
+        answers = [question(images[group], self.prompts([rows[k] for k in group])) for group in groups]
+        order = torch.tensor([k for group in groups for k in group]).argsort()
+        return _concat(answers, order)
 
     def finished_records(self) -> list[list[CandidateRecord]]:
         for record in (r for records in self.records for r in records):
             forwards = record.generator_forwards
             record.generator_forwards = int(forwards) if float(forwards).is_integer() else forwards
         return self.records
+
+
+def _concat(answers: list, order: torch.Tensor):
+    """Per-request judge answers joined back into the caller's row order (``order`` undoes the grouping).
+
+    An answer is a tensor, a tuple of tensors (``p_yes, p_no``) or a list (reflections)."""
+    first = answers[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(answers)[order]
+    if isinstance(first, tuple):
+        return tuple(_concat([answer[i] for answer in answers], order) for i in range(len(first)))
+    joined = [item for answer in answers for item in answer]
+    return [joined[i] for i in order.tolist()]
 
 
 def best_row(rows: list[int], scores: dict[int, float], candidates: Candidates, lowest: bool = False) -> int:

@@ -40,7 +40,8 @@ stays ``no``, see dpo/accelerate_ddp.yaml). ``--cond-dropout`` (0.1) applies to 
 dropped pair is scored under the unconditional prompt of the generator's guidance rows.
 Under FSDP (dpo/accelerate_fsdp.yaml) set ``fsdp_transformer_layer_cls_to_wrap`` to the backend's
 block: ``Block`` (tiny), ``PhiDecoderLayer`` (Show-o), ``LlamaDecoderLayer`` (Janus), ``TransformerBlock``
-(LlamaGen).
+(LlamaGen). On CPU processes accelerate does not shard (its FSDP config would run DDP and is
+refused): ``--fsdp-blocks`` with the same class name shards with torch's FSDP2 (``dpo/fsdp_cpu.py``).
 
 Upstream settings kept (scripts/dpo.yaml): beta 0.1, AdamW (0.9, 0.999, eps 1e-8, weight decay
 0.01, none on biases, LayerNorms and embeddings), cosine schedule with 10% warmup, no gradient
@@ -69,6 +70,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -77,6 +79,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from dpo import fsdp_cpu
 from dpo.backends import BACKENDS, PRESETS, REPO, Backend
 from dpo.likelihood import draw_masks, draw_text_dropout
 from dpo.loss import dpo_loss
@@ -126,6 +129,11 @@ class TrainConfig:
     log_every: int = 10
     stop_after: int = 0
     """Testing: exit (as if killed, without saving) after this many steps of this invocation; 0: never."""
+    fsdp_blocks: str = ""
+    """CPU processes only: shard the policy with FSDP2 ``fully_shard``, one unit per module of this class
+    (``Block``, ``PhiDecoderLayer``, ``LlamaDecoderLayer``, ``TransformerBlock``; ``dpo/fsdp_cpu.py``),
+    because accelerate's FSDP config runs as plain DDP on CPU. Empty: accelerate decides (DDP, or its FSDP
+    on GPUs). Checkpoints are not written in this mode (``--checkpoint-every`` must be >= the steps)."""
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -263,6 +271,23 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("--batch-size must be >= 1 and --beta > 0")
 
 
+def check_sharding(cfg: TrainConfig, accelerator, steps: int) -> None:
+    """No silent DDP where FSDP was asked for, and ``--fsdp-blocks`` only where accelerate does not shard."""
+    from accelerate.utils import DistributedType
+
+    asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if asked and accelerator.distributed_type != DistributedType.FSDP:
+        raise ValueError(f"accelerate was launched with an FSDP config but runs as {accelerator.distributed_type.value}: "
+                         "accelerate shards only on GPUs (and other accelerators). On CPU processes launch "
+                         "without the FSDP config and pass --fsdp-blocks BLOCK_CLASS (dpo/fsdp_cpu.py)")
+    if cfg.fsdp_blocks and accelerator.distributed_type != DistributedType.MULTI_CPU:
+        raise ValueError(f"--fsdp-blocks shards CPU process groups; this run is {accelerator.distributed_type.value} "
+                         "(on GPUs use accelerate's FSDP config, dpo/accelerate_fsdp.yaml; one process needs no sharding)")
+    if cfg.fsdp_blocks and cfg.checkpoint_every < steps:
+        raise ValueError(f"--fsdp-blocks writes no checkpoints (accelerate's save_state would keep rank 0's optimizer "
+                         f"shard only); pass --checkpoint-every {steps} or more")
+
+
 def train(cfg: TrainConfig, accelerator=None, backend: Backend | None = None) -> dict | None:
     """Run (or resume) one DPO training; returns the summary, or None when stopped by ``stop_after``.
 
@@ -277,6 +302,8 @@ def train(cfg: TrainConfig, accelerator=None, backend: Backend | None = None) ->
     out = Path(cfg.out)
     # Without CUDA, cpu=True is what makes accelerate join a launcher's gloo group (MULTI_CPU).
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    check_sharding(cfg, accelerator, total_steps(cfg, len(read_pairs(cfg.pairs)), accelerator.num_processes)
+                   if cfg.fsdp_blocks else 0)
     if is_finished(backend, out):
         accelerator.print(f"{out} already holds a finished run; nothing to do")
         return json.loads((out / SUMMARY_FILE).read_text())
@@ -292,8 +319,12 @@ def train(cfg: TrainConfig, accelerator=None, backend: Backend | None = None) ->
     accelerator.wait_for_everyone()
 
     policy.train()
-    optimizer = build_optimizer(policy, cfg)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
+    if cfg.fsdp_blocks:  # sharded before the optimiser sees its parameters (they become DTensors)
+        policy = fsdp_cpu.shard(policy, cfg.fsdp_blocks, world)
+        optimizer = accelerator.prepare(build_optimizer(policy, cfg))
+    else:
+        optimizer = build_optimizer(policy, cfg)
+        policy, optimizer = accelerator.prepare(policy, optimizer)
     start = 0
     if (out / CHECKPOINT / STATE_FILE).is_file():
         accelerator.load_state(str(out / CHECKPOINT))
@@ -339,14 +370,16 @@ def train(cfg: TrainConfig, accelerator=None, backend: Backend | None = None) ->
             accelerator.print(f"stopping after step {step} (--stop-after)")
             return None
 
-    checksums = accelerator.gather(torch.tensor([parameter_checksum(policy)], dtype=torch.float64,
-                                                device=device)).tolist()
-    sharded = accelerator.distributed_type == DistributedType.FSDP  # ranks hold different shards
+    checksum = fsdp_cpu.local_checksum(policy) if cfg.fsdp_blocks else parameter_checksum(policy)
+    checksums = accelerator.gather(torch.tensor([checksum], dtype=torch.float64, device=device)).tolist()
+    # Ranks hold different shards under either FSDP
+    sharded = accelerator.distributed_type == DistributedType.FSDP or bool(cfg.fsdp_blocks)
     summary = {"steps": steps, "pairs": num_pairs, "world_size": world, "config": dataclasses.asdict(cfg),
                "generation": dataclasses.asdict(backend.generation),
                "rank_checksums": checksums, "ranks_in_sync": None if sharded else len(set(checksums)) == 1,
                "last": log[-1] if log else None}
-    state = accelerator.get_state_dict(policy)  # a collective under FSDP: every rank calls it
+    # A collective under FSDP: every rank calls it
+    state = fsdp_cpu.full_state_dict(policy) if cfg.fsdp_blocks else accelerator.get_state_dict(policy)
     if accelerator.is_main_process:
         backend.save(state, out)
         atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")

@@ -66,6 +66,24 @@ class Generator(Protocol):
         ...
 
 
+class NonFiniteLogits(RuntimeError):
+    """A decoding step met NaN or +inf logits (broken weights, float16 overflow): the run stops
+    instead of writing grey images. ``rows`` are the canvas rows hit; ``search.py`` re-raises it
+    naming their prompt, image, candidate and step."""
+
+    def __init__(self, rows: list[int], message: str | None = None):
+        self.rows = rows
+        super().__init__(message or f"NaN or +inf logits in canvas rows {rows}")
+
+
+def finite_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` unchanged, or ``NonFiniteLogits``; ``-inf`` stays allowed (masked codes)."""
+    bad = torch.isnan(logits) | (logits == float("inf"))
+    if bad.any():
+        raise NonFiniteLogits(bad.flatten(1).any(1).nonzero().flatten().tolist())
+    return logits
+
+
 def clone_generators(generators: list[torch.Generator], rows: list[int]) -> list[torch.Generator]:
     """Copies of ``generators[r]`` for each row ``r``, with the same state.
 

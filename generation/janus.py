@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, DynamicCache, JanusForConditionalGeneration
 
-from generation.base import RasterOutputs, check_restart_inputs, clone_generators
+from generation.base import RasterOutputs, check_restart_inputs, clone_generators, finite_logits
 from hub import local_snapshot
 from generation.config import GenerationConfig
 from generation.maskgit import gumbel, per_row_uniform
@@ -264,7 +264,7 @@ class JanusGenerator(RasterOutputs):
 
     def guided_logits(self, cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
         """``uncond + s * (cond - uncond)``, written as ClassifierFreeGuidanceLogitsProcessor writes it."""
-        return uncond + (cond - uncond) * self.janus_guidance
+        return finite_logits(uncond + (cond - uncond) * self.janus_guidance)
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded ``(ids, attention_mask)``, both ``long [B, L]``, each row BOS ... BOI."""

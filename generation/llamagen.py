@@ -60,7 +60,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import AutoTokenizer, T5EncoderModel
 
-from generation.base import RasterOutputs, check_restart_inputs, clone_generators
+from generation.base import RasterOutputs, check_restart_inputs, clone_generators, finite_logits
 from generation.config import GenerationConfig, LlamaGenOptions
 from generation.llamagen_vq import CHECKPOINT_ENTRIES, VQDecoder, load_vq_decoder, read_checkpoint
 from generation.maskgit import gumbel, per_row_uniform
@@ -585,7 +585,7 @@ class LlamaGenGenerator(RasterOutputs):
 
     def processed_logits(self, logits: torch.Tensor, slot: int) -> torch.Tensor:
         """generate.py's ``sample`` input: guidance, then ``/ temperature``, top-k, top-p (greedy: guidance only)."""
-        guided = self.guided_logits(logits, slot)
+        guided = finite_logits(self.guided_logits(logits, slot))
         if self.cfg.temperature == 0:
             return guided
         return top_k_top_p(guided / self.cfg.temperature, self.cfg.top_k, self.options.top_p)

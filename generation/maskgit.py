@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from generation.base import finite_logits
+
 TEMPERATURE_SCHEDULES = ("showo", "maskgit", "upstream")
 """How the re-masking temperature anneals over the steps of one image:
 - ``showo``: ``t <- t * (1 - ratio)`` each step, compounding (Show-o's code), restarting at the
@@ -83,7 +85,7 @@ def maskgit_step(logits: torch.Tensor, tokens: torch.Tensor, mask_id: int, step:
 
     ``logits [B, N, K]`` are already guided; ``tokens [B, N]`` hold ``mask_id`` where unknown.
     """
-    probs = logits.float().softmax(-1)
+    probs = finite_logits(logits).float().softmax(-1)
     unknown = tokens == mask_id
     sampled = torch.where(unknown, sample_codes(logits, generators), tokens)
     chosen = probs.gather(-1, sampled[..., None]).squeeze(-1)

@@ -1,7 +1,9 @@
 """Configuration of the GenEval evaluator (the ``geneval:`` section of the run config)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+from validation import Rule, at_least, between, check_numbers, flatten
 
 
 @dataclass
@@ -30,3 +32,15 @@ class GenEvalConfig:
     """Images per detector forward."""
     device: str = "auto"
     """``auto`` picks cuda:LOCAL_RANK when available, else cpu."""
+
+
+GENEVAL_RULES: dict[str, Rule] = {
+    "threshold": between(0, 1), "counting_threshold": between(0, 1), "max_objects": at_least(1),
+    "max_overlap": between(0, 1), "position_threshold": at_least(0), "batch_size": at_least(1),
+}
+"""Valid ranges of the numeric settings (scores and IoUs are in [0, 1])."""
+
+
+def check_geneval_config(cfg: GenEvalConfig, prefix: str = "") -> None:
+    """Refuse non-finite and out-of-range numbers (ValueError naming ``prefix + key``)."""
+    check_numbers(flatten(asdict(cfg), prefix), {prefix + key: rule for key, rule in GENEVAL_RULES.items()})

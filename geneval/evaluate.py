@@ -45,10 +45,11 @@ from tqdm import tqdm
 from distributed import DistInfo, barrier, current_dist_info, destroy, init_distributed, resolve_device
 from geneval.cache import DEFAULT_CACHE_DIR, CacheEntry, DetectionCache, color_key, detection_from_json, \
     detection_to_json, detector_key, file_digest
-from geneval.config import GenEvalConfig
+from geneval.config import GenEvalConfig, check_geneval_config
 from geneval.detection import ColorClassifier, Detection, Detector
-from geneval.detectors import build_detector
+from geneval.detectors import DETECTORS, build_detector
 from geneval.layout import SAMPLES_DIR, PromptFolder, atomic_write_text, image_sort_key, scan_outdir
+from geneval.shapes.world import SHAPES
 from geneval.rules import RuleConfig, evaluate_image, filter_detections, result_record
 from geneval.summary import Summary, format_summary, load_results, markdown_table, summarize
 
@@ -60,19 +61,42 @@ IMAGE_ERRORS = (OSError, SyntaxError, ValueError)
 # ----------------------------------------------------------------------------
 # Configuration
 
-def load_config(config_path: str | None = None, overrides: list[str] = ()) -> GenEvalConfig:
-    """``GenEvalConfig`` from defaults, then a YAML file (its ``geneval:`` section if any), then ``key=value``s."""
+RUN_CONFIG_FILE = "config.yaml"
+"""What main.py saves in OUTDIR: its ``geneval:`` section says how the run is meant to be scored."""
+
+
+def _yaml_section(path) -> object:
+    if not Path(path).is_file():
+        raise ValueError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    try:
+        section = OmegaConf.load(path)
+    except Exception as err:  # yaml's and OmegaConf's parse errors share no base class
+        raise ValueError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+    if not OmegaConf.is_dict(section):
+        raise ValueError(f"config file {path} must hold a mapping of GenEval settings (or a geneval: section)")
+    return section.geneval if "geneval" in section else section
+
+
+def load_config(config_path: str | None = None, overrides: list[str] = (), outdir=None) -> GenEvalConfig:
+    """``GenEvalConfig`` from defaults, then the ``geneval:`` section of ``outdir/config.yaml`` (a main.py
+    run: so a shapes-world run is scored by the shapes detector without saying so), then a YAML
+    file (its ``geneval:`` section if any), then ``key=value``s. Raises ValueError naming the problem."""
     valid = {f.name for f in dataclasses.fields(GenEvalConfig)}
     merged = OmegaConf.structured(GenEvalConfig)
     layers = []
+    if outdir is not None and (Path(outdir) / RUN_CONFIG_FILE).is_file():
+        run_config = Path(outdir) / RUN_CONFIG_FILE
+        layers.append((str(run_config), _yaml_section(run_config)))
     if config_path is not None:
-        section = OmegaConf.load(config_path)
-        layers.append((config_path, section.geneval if "geneval" in section else section))
+        layers.append((config_path, _yaml_section(config_path)))
     for override in overrides:
         if "=" not in override:
             raise ValueError(f"expected key=value, got {override!r}; e.g. detector=shapes threshold=0.5")
     if overrides:
-        layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+        try:
+            layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+        except Exception as err:  # a value that is not YAML
+            raise ValueError(f"cannot parse {list(overrides)}: {str(err).splitlines()[0]}") from err
     for source, layer in layers:
         unknown = sorted(set(layer.keys()) - valid)
         if unknown:
@@ -80,8 +104,14 @@ def load_config(config_path: str | None = None, overrides: list[str] = ()) -> Ge
         try:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as err:
-            raise ValueError(f"{source}: bad GenEval setting: {err}") from err
-    return OmegaConf.to_object(merged)
+            key = getattr(err, "full_key", None) or "?"
+            raise ValueError(f"{source}: bad GenEval setting {key}: {str(err).splitlines()[0]}") from err
+    cfg = OmegaConf.to_object(merged)
+    check_geneval_config(cfg)
+    if cfg.detector not in DETECTORS:
+        raise ValueError(f"unknown detector {cfg.detector!r}; valid: {sorted(DETECTORS)} (detector=shapes "
+                         "for shapes-world runs)")
+    return cfg
 
 
 # ----------------------------------------------------------------------------
@@ -331,6 +361,9 @@ def run_evaluation(outdir, cfg: GenEvalConfig, dist_info: DistInfo | None = None
         raise ValueError(f"{outdir}: no images to score; expected <digits>/{SAMPLES_DIR}/<digits>.png files "
                          f"and <digits>/metadata.jsonl ({sum(1 for f in folders if f.error)} folders had errors)")
     classes = sorted(set().union(*(_metadata_classes(f.metadata) for f in folders if f.error is None)))
+    if cfg.detector != "shapes" and set(classes) <= set(SHAPES):
+        raise ValueError(f"{outdir} holds shapes-world prompts ({', '.join(classes)}), which the {cfg.detector!r} "
+                         "detector does not know; score them with detector=shapes")
     cache = DetectionCache(Path(cache_dir) if cache_dir is not None else Path(outdir) / DEFAULT_CACHE_DIR,
                            detector_key(cfg))
     models = _Models(cfg, resolve_device(cfg.device, info.local_rank), classes)
@@ -432,22 +465,57 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--outfile", default=None, help="results file (default: OUTDIR/results.jsonl)")
     parser.add_argument("--config", default=None, help="YAML with GenEval settings (its geneval: section if any)")
     parser.add_argument("--cache-dir", default=None, help=f"detection cache (default: OUTDIR/{DEFAULT_CACHE_DIR})")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when an image or folder could not be scored (default: score the rest, "
+                             "say so in the summary, exit 0)")
     return parser.parse_intermixed_args(argv)
 
 
+def _user_error(err: Exception, info: DistInfo | None = None) -> int:
+    """One line on the first process of each node (every process meets the same bad input); exit 2."""
+    local_rank = info.local_rank if info is not None else int(os.environ.get("LOCAL_RANK", 0))
+    if local_rank == 0:
+        print(f"python -m geneval.evaluate: error: {err}", file=sys.stderr)
+    return 2
+
+
+def _check_outdir(outdir: str) -> None:
+    if not Path(outdir).exists():
+        raise ValueError(f"{outdir} does not exist; pass the --outdir of a main.py run")
+    if not Path(outdir).is_dir():
+        raise ValueError(f"{outdir} is not a folder; pass the --outdir of a main.py run")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 scored; 2 bad input (one line says what to fix); 1 with ``--strict`` when some
+    image or folder could not be scored."""
     args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    try:
+        _check_outdir(args.outdir)
+        cfg = load_config(args.config, args.overrides, outdir=args.outdir)
+        resolve_device(cfg.device)  # a bad device name is a user error too
+    except ValueError as err:
+        return _user_error(err)
     own_group = not (dist.is_available() and dist.is_initialized())  # a caller's group is left alone
     info = init_distributed(cfg.device)
     try:
         start = time.perf_counter()
         report = run_evaluation(args.outdir, cfg, info, args.outfile, args.cache_dir)
-        if info.is_main:
-            print(f"geneval: done in {time.perf_counter() - start:.1f} s; GenEval score {report.summary.overall:.5f}")
+    except (ValueError, FileNotFoundError) as err:  # bad settings, or detector weights that are not here
+        return _user_error(err, info)
     finally:
         if own_group:
             destroy(info)
+    if info.is_main:
+        unscored = (f"; {len(report.errors)} image(s)/folder(s) could NOT be scored, see {errors_path(report.outfile)}"
+                    if report.errors else "")
+        print(f"geneval: done in {time.perf_counter() - start:.1f} s; GenEval score {report.summary.overall:.5f}"
+              f"{unscored}")
+    if args.strict and report.errors:
+        if info.is_main:
+            print(f"python -m geneval.evaluate: error: --strict: {len(report.errors)} image(s)/folder(s) could not "
+                  f"be scored; see {errors_path(report.outfile)}", file=sys.stderr)
+        return 1
     return 0
 
 

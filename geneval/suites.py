@@ -306,10 +306,22 @@ def write_suite(output_dir: Path, records: list[dict], prompts_file: str = PROMP
 
 def _read_lines(path: str | os.PathLike, kind: str) -> list[str]:
     path = Path(path)
+    if path.is_dir():
+        example = path / (PROMPTS_FILE if kind == "prompt" else METADATA_FILE)
+        raise ValueError(f"{kind} file {path} is a folder; pass the file inside it (e.g. {example})")
     if not path.is_file():
         raise ValueError(f"{kind} file {path} does not exist; write it with `python -m geneval.suites` "
                          f"or pass the right path")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{kind} file {path} is not UTF-8 text (byte {err.start}: {err.reason}); pass the "
+                         "text file with one entry per line") from err
+    except OSError as err:
+        raise ValueError(f"cannot read {kind} file {path} ({err.strerror})") from err
+    if any("\x00" in line for line in lines):
+        raise ValueError(f"{kind} file {path} holds NUL bytes, so it is not a text file; pass the text file "
+                         "with one entry per line")
     if not lines:
         raise ValueError(f"{kind} file {path} is empty; regenerate it with `python -m geneval.suites`")
     for number, line in enumerate(lines, start=1):

@@ -320,6 +320,8 @@ def test_load_config_merges_yaml_and_overrides(tmp_path):
         load_config(None, ["shapes"])
 
 
-def test_empty_outdir_is_a_clear_error(tmp_path):
+def test_empty_outdir_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(ValueError, match="no images to score"):
-        main([str(tmp_path), "detector=shapes"])
+        run_evaluation(tmp_path, GenEvalConfig(detector="shapes"))
+    assert main([str(tmp_path), "detector=shapes"]) == 2  # the CLI: one line, exit 2
+    assert "no images to score" in capsys.readouterr().err

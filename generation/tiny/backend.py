@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from generation.base import check_finished, check_restart_inputs, clone_generators
+from generation.base import check_finished, check_restart_inputs, clone_generators, finite_logits
 from generation.config import GenerationConfig
 from generation.maskgit import guided_logits, maskgit_step, per_row_uniform, gumbel, step_temperature
 from generation.refine import resume_step
@@ -184,7 +184,7 @@ class TinyGenerator:
         return replace(canvas, tokens=fresh, next_logits=logits, step_index=step)
 
     def _sample_raster(self, cond: torch.Tensor, uncond: torch.Tensor, generators) -> torch.Tensor:
-        logits = guided_logits(cond, uncond, self.cfg.guidance_scale).float() / max(self.cfg.temperature, 1e-6)
+        logits = finite_logits(guided_logits(cond, uncond, self.cfg.guidance_scale)).float() / max(self.cfg.temperature, 1e-6)
         if self.cfg.top_k:
             kth = logits.topk(self.cfg.top_k, -1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
