@@ -74,6 +74,22 @@ class SearchConfig:
     potential answer is only used at selection; the kept image is the same either way."""
     reflect_rounds: int = 3
     """PARM++: at most this many reflect-and-correct rounds after the PARM choice (paper section 5: 3)."""
+    lookahead_every: int = 1
+    """``lookahead``: judge the lookahead images (scaling_policies.py) after every k-th decoding step. In
+    raster order each judged step costs a greedy completion of the remaining codes of every row."""
+    blocks: int = 4
+    """``progressive``, ``confidence``, ``confidence_orm``: decoding is cut into this many blocks of
+    (nearly) equal steps; the policy decides at the end of every block but the last. At most the
+    backend's ``num_steps``."""
+    anchors: int = 2
+    """``progressive``: rows of each image kept as anchors at a block end (GridAR's k); every other row
+    restarts from an anchor's state."""
+    confidence_keep: float = 0.5
+    """``confidence``, ``confidence_orm``: fraction of an image's running paths kept at each block end
+    (rounded up, at least 1); the others stop (ScalingAR's early termination of weak paths)."""
+    confidence_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    """Weights of a path's mean normalised token entropy (counted negatively), top-2 margin and
+    guidance gap in its confidence (``generation.base.decision_stats``; ScalingAR's signals)."""
 
 
 @dataclass
@@ -180,6 +196,15 @@ def check_search_config(search: SearchConfig) -> None:
         raise ValueError(f"search.prm_every must be at least 1, got {search.prm_every}")
     if search.reflect_rounds < 0:
         raise ValueError(f"search.reflect_rounds must be at least 0, got {search.reflect_rounds}")
+    for name in ("lookahead_every", "blocks", "anchors"):
+        if getattr(search, name) < 1:
+            raise ValueError(f"search.{name} must be at least 1, got {getattr(search, name)}")
+    if not 0 < search.confidence_keep <= 1:
+        raise ValueError(f"search.confidence_keep must be in (0, 1] (a fraction of the running paths), "
+                         f"got {search.confidence_keep}")
+    if len(search.confidence_weights) != 3:
+        raise ValueError("search.confidence_weights takes 3 weights (entropy, margin, guidance gap), got "
+                         f"{list(search.confidence_weights)}; e.g. search.confidence_weights=[1.0,1.0,1.0]")
 
 
 def to_yaml(cfg: Config) -> str:

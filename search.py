@@ -48,6 +48,9 @@ with the ``reward:`` settings):
   tokens decoded again (``generation/refine.py``) and a new verdict, for at most
   ``search.reflect_rounds`` rounds, stopping at the first "yes". The output is the last image.
 
+Policies from after the paper (``lookahead``, ``confidence``, ``confidence_orm``, ``progressive``) are
+defined in ``scaling_policies.py`` and registered here by name.
+
 Raster backends (LlamaGen, Janus order) run the same policies: a step is then a block of
 ``generation.rows_per_step`` token rows, and a preview shows the rows decoded so far.
 
@@ -114,7 +117,7 @@ class PlainDecoding:
 # ----------------------------------------------------------------------------
 # Seeding beyond (seed, prompt, sample, candidate)
 
-STREAMS = {"prm": 1, "clarity": 2, "potential": 3, "refine": 4}
+STREAMS = {"prm": 1, "clarity": 2, "potential": 3, "refine": 4, "lookahead": 5, "progressive": 6}
 """Purposes of the extra random streams a candidate may need, one id each."""
 
 
@@ -532,9 +535,23 @@ class ParmPlusPlus(Parm):
         return still
 
 
-POLICIES: dict[str, type] = {"none": PlainDecoding, "orm_zs": ZeroShotOrm, "orm_ft": FineTunedOrm,
-                             "prm": StepSearch, "parm": Parm, "parm++": ParmPlusPlus, "oracle": OracleBestOfN}
-"""``run.reward_model`` name -> policy class, constructed as ``cls(cfg, device)``."""
+def _scaling_policy(name: str) -> Callable:
+    """Constructor of policy ``name`` of ``scaling_policies.py``, imported when used (it builds on this module)."""
+    def build(cfg: Config, device: torch.device, judge: YesNoJudge | None = None) -> Policy:
+        import scaling_policies
+
+        return scaling_policies.FROM_CONFIG[name](cfg, device, judge)
+    return build
+
+
+SCALING_POLICIES = ("lookahead", "confidence", "confidence_orm", "progressive")
+"""Policies from after the paper (lookahead previews, confidence pruning, progressive block search),
+defined in ``scaling_policies.py``."""
+
+POLICIES: dict[str, Callable] = {"none": PlainDecoding, "orm_zs": ZeroShotOrm, "orm_ft": FineTunedOrm,
+                                 "prm": StepSearch, "parm": Parm, "parm++": ParmPlusPlus, "oracle": OracleBestOfN,
+                                 **{name: _scaling_policy(name) for name in SCALING_POLICIES}}
+"""``run.reward_model`` name -> policy constructor, called as ``POLICIES[name](cfg, device)``."""
 
 
 def build_policy(cfg: Config, device: torch.device) -> Policy:
