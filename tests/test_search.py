@@ -373,7 +373,8 @@ def test_policies_load_the_preset_checkpoint(monkeypatch):
     assert Parm(cfg, "cpu").judge.checkpoint == "ckpts/parm"
     with pytest.raises(ValueError, match="no reward_checkpoints entry 'orm_ft'"):
         POLICIES["orm_ft"](cfg, "cpu")
-    assert set(POLICIES) == {"none", "orm_zs", "orm_ft", "prm", "parm", "parm++", "oracle"}
+    assert set(POLICIES) == {"none", "orm_zs", "orm_ft", "prm", "parm", "parm++", "oracle", "lookahead", "confidence",
+                             "confidence_orm", "progressive"}
 
 
 def test_main_runs_parm_end_to_end(tiny_weights, tmp_path, monkeypatch):
