@@ -52,7 +52,7 @@ from generation.base import seeded_generator
 from geneval.compare import trace_totals
 from geneval.layout import atomic_write_text, sample_done
 from geneval.oracle import GenEvalOracle
-from geneval.prompts import load_metadata, load_prompts
+from geneval.prompts import load_prompts
 from geneval.summary import Summary, load_results, summarize
 from reward_models import build_judge, verifiers
 

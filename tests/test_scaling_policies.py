@@ -21,7 +21,7 @@ from config import load_config
 from generation.base import decision_stats, run_to_end, seeded_generator
 from generation.config import GenerationConfig
 from generation.tiny.backend import TinyGenerator
-from search import POLICIES, ImageRequest
+from search import POLICIES
 from tests.policy_checks import SCALING, check_lookahead, check_scaling_policies
 from tests.test_search import REQUESTS, SEED, STEPS, BrightnessJudge, brightness, make_config, make_generator, \
     row_forwards
