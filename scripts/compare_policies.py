@@ -183,37 +183,50 @@ def run_row(outdir: Path) -> dict:
 # ----------------------------------------------------------------------------
 # Correlation pass
 
-def correlation_pass(models: Models, requests: list[search.ImageRequest], n: int) -> dict[str, list]:
-    """``{score name: [rho after step 1, ..., after step T]}`` over ``n`` paths of every request."""
-    generator, cfg = models.generator, models.cfg
-    judges = {"prm": models.judge("prm"), "parm": models.judge("parm"), "lookahead": models.judge("lookahead"),
-              "orm_ft": models.judge("orm_ft")}
-    steps = generator.num_steps
+def correlation_pass(models: Models, requests: list[search.ImageRequest], n: int, folder: Path) -> dict:
+    """``{score name: [rho after step 1, ..., after step T]}`` over ``n`` paths of every request. Each batch
+    of requests is saved as ``folder/batch_<first>.json`` once done, so a killed pass resumes."""
+    per_batch = max(1, models.cfg.run.batch_size // n)
+    steps = models.generator.num_steps
     scores = {name: [[] for _ in range(steps)] for name in CORRELATED}
     verdicts: list[bool] = []
-    per_batch = max(1, cfg.run.batch_size // n)
     for first in range(0, len(requests), per_batch):
-        batch = requests[first:first + per_batch]
-        prompts = [r.prompt for r in batch for _ in range(n)]
-        streams = [seeded_generator(cfg.run.seed, r.prompt_index, r.sample_index, c) for r in batch
-                   for c in range(n)]
-        canvas = generator.start(prompts, streams)
-        for k in range(steps):
-            canvas = generator.step(canvas)
-            preview = generator.preview(canvas)
-            scores["prm"][k] += verifiers.prm_scores(judges["prm"], preview, prompts).tolist()
-            scores["parm"][k] += verifiers.potential(judges["parm"], preview, prompts)[0].tolist()
-            scores["lookahead"][k] += verifiers.orm_scores(judges["lookahead"], generator.lookahead(canvas),
-                                                           prompts).tolist()
-            confidence, _ = scaling_policies.path_confidence(canvas.token_stats, cfg.search.confidence_weights)
-            scores["confidence"][k] += confidence.tolist()
-            scores["orm_ft"][k] += [math.nan] * len(prompts) if k + 1 < steps else []
-        finals = generator.finish(canvas)
-        scores["orm_ft"][steps - 1] += verifiers.orm_scores(judges["orm_ft"], finals, prompts).tolist()
-        verdicts += models.oracle.verdicts(finals, prompts)
-    return {name: [None if any(math.isnan(s) for s in per_step) else spearman(per_step, verdicts)
+        path = folder / f"batch_{first:06d}.json"
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(correlation_batch(models, requests[first:first + per_batch], n)))
+        batch = json.loads(path.read_text())
+        for name in CORRELATED:
+            for k in range(steps):
+                scores[name][k] += batch["scores"][name][k]
+        verdicts += batch["verdicts"]
+    return {name: [None if any(s is None for s in per_step) else spearman(per_step, verdicts)
                    for per_step in rows] for name, rows in scores.items()} | {"paths": len(verdicts),
                                                                              "correct": sum(verdicts)}
+
+
+def correlation_batch(models: Models, batch: list[search.ImageRequest], n: int) -> dict:
+    """Every intermediate score of ``n`` paths of each request after every step, and the final verdicts."""
+    generator, cfg = models.generator, models.cfg
+    judges = {name: models.judge(name) for name in ("prm", "parm", "lookahead", "orm_ft")}
+    steps = generator.num_steps
+    scores = {name: [[] for _ in range(steps)] for name in CORRELATED}
+    prompts = [r.prompt for r in batch for _ in range(n)]
+    streams = [seeded_generator(cfg.run.seed, r.prompt_index, r.sample_index, c) for r in batch for c in range(n)]
+    canvas = generator.start(prompts, streams)
+    for k in range(steps):
+        canvas = generator.step(canvas)
+        preview = generator.preview(canvas)
+        scores["prm"][k] = verifiers.prm_scores(judges["prm"], preview, prompts).tolist()
+        scores["parm"][k] = verifiers.potential(judges["parm"], preview, prompts)[0].tolist()
+        scores["lookahead"][k] = verifiers.orm_scores(judges["lookahead"], generator.lookahead(canvas),
+                                                      prompts).tolist()
+        scores["confidence"][k] = scaling_policies.path_confidence(canvas.token_stats,
+                                                                   cfg.search.confidence_weights)[0].tolist()
+        scores["orm_ft"][k] = [None] * len(prompts)  # best-of-N scores only the final image
+    finals = generator.finish(canvas)
+    scores["orm_ft"][steps - 1] = verifiers.orm_scores(judges["orm_ft"], finals, prompts).tolist()
+    return {"scores": scores, "verdicts": models.oracle.verdicts(finals, prompts)}
 
 
 # ----------------------------------------------------------------------------
@@ -322,10 +335,7 @@ def compare_preset(config: str, args, out: Path) -> tuple[str, dict]:
                                                                   for k, v in rows.items()},
              "targets": targets(rows, args.budgets) if REFERENCE in rows else []}
     if args.corr_n:
-        path = out / order / "correlation.json"
-        if not path.is_file():
-            atomic_write_text(path, json.dumps(correlation_pass(models, requests, args.corr_n), indent=1) + "\n")
-        block["correlation"] = json.loads(path.read_text())
+        block["correlation"] = correlation_pass(models, requests, args.corr_n, out / order / "correlation")
     return order, block
 
 
