@@ -9,6 +9,8 @@ the overrides. The structured schema rejects unknown keys and values of the wron
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,7 @@ class RunConfig:
     Upstream instead seeds every rank with ``pl.seed_everything(1234)`` (main.py:22), so its images
     depend on the world size; ours do not."""
     reward_model: str = "none"
-    """Selection policy, a key of ``search.POLICIES`` (upstream ``--reward_model``, main.py:115; its empty
+    """Selection policy, a key of ``policies.POLICIES`` (upstream ``--reward_model``, main.py:115; its empty
     default, plain decoding, is ``none`` here)."""
     dpo_model: str = ""
     """A key of ``dpo_checkpoints`` or a weights folder; replaces ``generation.weights``. Empty: the
@@ -101,6 +103,22 @@ class SearchConfig:
     potential answer is only used at selection; the kept image is the same either way."""
     reflect_rounds: int = 3
     """PARM++: at most this many reflect-and-correct rounds after the PARM choice (paper section 5: 3)."""
+    lookahead_every: int = 1
+    """``lookahead``: judge the lookahead images (scaling_policies.py) after every k-th decoding step. In
+    raster order each judged step costs a greedy completion of the remaining codes of every row."""
+    blocks: int = 4
+    """``progressive``, ``confidence``, ``confidence_orm``: decoding is cut into this many blocks of
+    (nearly) equal steps; the policy decides at the end of every block but the last. At most the
+    backend's ``num_steps``."""
+    anchors: int = 2
+    """``progressive``: rows of each image kept as anchors at a block end (GridAR's k); every other row
+    restarts from an anchor's state."""
+    confidence_keep: float = 0.5
+    """``confidence``, ``confidence_orm``: fraction of an image's running paths kept at each block end
+    (rounded up, at least 1); the others stop (ScalingAR's early termination of weak paths)."""
+    confidence_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    """Weights of a path's mean normalised token entropy (counted negatively), top-2 margin and
+    guidance gap in its confidence (``generation.base.decision_stats``; ScalingAR's signals)."""
 
 
 @dataclass
@@ -193,6 +211,15 @@ def load_config(config_path: str | Path | None, overrides: list[str] = (),
     return cfg
 
 
+PATH_SETTINGS = ("run.prompts_file", "run.metadata_file", "generation.weights", "reward.checkpoint")
+PATH_TABLES = ("reward_checkpoints.", "dpo_checkpoints.")
+
+
+def is_path_setting(key: str) -> bool:
+    """Whether the flattened setting ``key`` names an input file or folder (the ones ``anchor_inputs`` anchors)."""
+    return key in PATH_SETTINGS or key.startswith(PATH_TABLES)
+
+
 def anchor_inputs(cfg: Config) -> None:
     """Relative input paths the repository ships resolve there from any working directory (``shipped_path``);
     outputs (``run.outdir``) stay relative to the working directory."""
@@ -208,6 +235,8 @@ NUMBER_RULES: dict[str, Rule] = {
     "run.batch_size": at_least(1), "run.eval_num": at_least(1), "run.search_num": at_least(1),
     "run.per_tag": at_least(0),
     "search.prm_every": at_least(1), "search.reflect_rounds": at_least(0),
+    "search.lookahead_every": at_least(1), "search.blocks": at_least(1), "search.anchors": at_least(1),
+    "search.confidence_keep": above_up_to(0, 1),
     "generation.num_steps": at_least(1), "generation.guidance_scale": at_least(0),
     "generation.temperature": at_least(0), "generation.rows_per_step": at_least(1), "generation.top_k": at_least(0),
     "generation.llamagen.image_size": above(0), "generation.llamagen.top_p": above_up_to(0, 1),
@@ -228,6 +257,10 @@ def validate_config(cfg: Config) -> None:
     if not cfg.run.outdir:
         raise ValueError("run.outdir is empty; pass --outdir DIR")
     parse_prompt_range(cfg.run.prompt_range)
+    weights = cfg.search.confidence_weights
+    if len(weights) != 3 or not all(math.isfinite(w) for w in weights):
+        raise ValueError("search.confidence_weights takes 3 finite weights (entropy, margin, guidance gap), got "
+                         f"{list(weights)}; e.g. search.confidence_weights=[1.0,1.0,1.0]")
 
 
 def parse_prompt_range(text: str) -> slice:

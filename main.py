@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from config import Config, flatten, load_config, parse_prompt_range, to_yaml
+from config import Config, flatten, is_path_setting, load_config, parse_prompt_range, shipped_path, to_yaml
 from distributed import DistInfo, all_reduce_max, all_reduce_sum, barrier, destroy, env_ranks, init_distributed, \
     print0, resolve_device, shard
 from generation import GENERATORS, build_generator
@@ -48,7 +48,8 @@ from geneval.evaluate import evaluate_outdir
 from geneval.layout import METADATA_FILE, TMP_SUFFIX, atomic_write_text, prompt_dir, sample_done, write_sample
 from geneval.suites import check_prompts_match, load_metadata, load_prompts
 from outdir_lock import OutdirLock
-from search import ImageRequest, Selection, build_policy, check_policy_name
+from policies import build_policy, check_policy_name
+from search import ImageRequest, Selection
 
 FLAGS = {
     "prompts_file": ("run.prompts_file", str),
@@ -98,7 +99,7 @@ FLAG_HELP = {
 
 def help_epilog() -> str:
     """Valid names, read when --help is asked for (nothing is read at import)."""
-    from search import POLICIES
+    from policies import POLICIES
 
     repo, presets = Path(__file__).resolve().parent, []
     for preset in ["config.yaml", *sorted(f"configs/{p.name}" for p in (repo / "configs").glob("*.yaml"))]:
@@ -226,8 +227,18 @@ def config_differences(old_yaml: str, new_yaml: str) -> list[str]:
     missing = "<absent>"
     return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"
             for key in sorted(old.keys() | new.keys())
-            if _affects_images(key) and old.get(key, missing) != new.get(key, missing)
+            if _affects_images(key) and not _same_value(key, old.get(key, missing), new.get(key, missing))
             and not (key not in old and key in defaults and new.get(key) == defaults[key])]
+
+
+def _same_value(key: str, old, new) -> bool:
+    """Equal values; for a path setting, also two spellings of one file (a shipped path saved as the
+    preset writes it by a run in the repository, and anchored on the repository from elsewhere)."""
+    if old == new:
+        return True
+    if not (is_path_setting(key) and isinstance(old, str) and isinstance(new, str) and old and new):
+        return False
+    return Path(shipped_path(old)).resolve() == Path(shipped_path(new)).resolve()
 
 
 def file_digest(path: str | Path) -> str:

@@ -4,11 +4,12 @@ A policy turns a batch of image requests (prompt, prompt index, image index) int
 image per request plus a trace record per candidate. It drives any backend through the
 step-wise ``generation.base.Generator`` protocol and seeds candidate ``c`` of image ``s`` of
 prompt ``p`` with ``seeded_generator(seed, p, s, c)``, so images do not depend on batching or on
-the number of ranks. ``main.py`` picks a policy by ``run.reward_model`` from ``POLICIES`` and
-``build_policy`` builds it with its judge (built once, ``policy_judge``), the ``search:`` settings
-and N.
-The N candidates of every request in a call run as rows of one canvas, and every judge call
-of a step is one batch (upstream orm.py/parm.py judge one image at a time); how a policy asks its judge is in
+the number of ranks. ``main.py`` picks a policy by ``run.reward_model`` from ``policies.POLICIES`` and
+``policies.build_policy`` builds it with its judge (built once, ``policies.policy_judge``), the
+``search:`` settings and N.
+The N candidates of every request in a call run as rows of one canvas, and the judge is asked once per
+request about that request's candidates (batch-invariant scores, ``Candidates.ask``; upstream
+orm.py/parm.py judge one image at a time); how a policy asks its judge is in
 ``reward_models/verifiers.py``.
 
 Policies (N = ``run.search_num``; each verifier policy is handed the judge ``reward_checkpoints[name]``
@@ -50,6 +51,9 @@ with the ``reward:`` settings):
   tokens decoded again (``generation/refine.py``) and a new verdict, for at most
   ``search.reflect_rounds`` rounds, stopping at the first "yes". The output is the last image.
 
+Policies from after the paper (``lookahead``, ``confidence``, ``confidence_orm``, ``progressive``) are
+defined in ``scaling_policies.py`` and registered here by name.
+
 Raster backends (LlamaGen, Janus order) run the same policies: a step is then a block of
 ``generation.rows_per_step`` token rows, and a preview shows the rows decoded so far.
 
@@ -65,15 +69,11 @@ from typing import Callable, ClassVar, Protocol
 
 import torch
 
-import reward_models
-from config import Config, SearchConfig
-from distributed import resolve_device
+from config import SearchConfig
 from generation import refine
 from generation.base import Generator, NonFiniteLogits, seeded_generator
-from geneval.suites import load_metadata
 from reward_models import verifiers
 from reward_models.judge import YesNoJudge
-from reward_models.oracle import GenEvalOracle
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def _named_step(generator: Generator, canvas, who: Callable[[int], tuple[ImageRe
 # ----------------------------------------------------------------------------
 # Seeding beyond (seed, prompt, sample, candidate)
 
-STREAMS = {"prm": 1, "clarity": 2, "potential": 3, "refine": 4}
+STREAMS = {"prm": 1, "clarity": 2, "potential": 3, "refine": 4, "lookahead": 5, "progressive": 6}
 """Purposes of the extra random streams a candidate may need, one id each."""
 
 
@@ -441,13 +441,20 @@ class StepSearch:
                 record.step_scores.append(scores[row].item())
                 record.kept.append(row == kept)
             sources += [kept] * len(mine)
-        pool.copy_states(sources)
-        generators = pool.canvas.generators
-        for row, source in enumerate(sources):
-            if row != source:  # the kept row continues its own stream; the copies branch off
-                request, slot = pool.request_of(row), pool.slots[row]
-                generators[row] = branch_generator(pool.seed, request.prompt_index, request.sample_index,
-                                                   slot.candidate, step, "prm")
+        continue_from(pool, sources, step, "prm")
+
+
+def continue_from(pool: Candidates, sources: list[int], step: int, stream: str) -> None:
+    """Row ``i`` takes row ``sources[i]``'s state; a row that is its own source keeps its random stream
+    (the kept row continues its path), every other row draws from ``branch_generator(seed, p, s, c,
+    step, stream)`` from now on, so the copies diverge."""
+    pool.copy_states(sources)
+    generators = pool.canvas.generators
+    for row, source in enumerate(sources):
+        if row != source:
+            request, slot = pool.request_of(row), pool.slots[row]
+            generators[row] = branch_generator(pool.seed, request.prompt_index, request.sample_index,
+                                               slot.candidate, step, stream)
 
 
 # ----------------------------------------------------------------------------
@@ -623,36 +630,3 @@ class ParmPlusPlus(Parm):
             if answer == verifiers.NO:
                 still.append(request)
         return still
-
-
-POLICIES: dict[str, type] = {"none": PlainDecoding, "orm_zs": ZeroShotOrm, "orm_ft": FineTunedOrm,
-                             "prm": StepSearch, "parm": Parm, "parm++": ParmPlusPlus, "oracle": OracleBestOfN}
-"""``run.reward_model`` name -> policy class, constructed as ``cls(judge, search_settings, N)``. A class
-says which judge it is handed by ``judge_source``: None (no judge), ``"checkpoint"`` (the
-``reward:`` judge with the checkpoint ``reward_checkpoints[cls.name]``) or ``"oracle"`` (the GenEval
-evaluator)."""
-
-
-def check_policy_name(name: str) -> str:
-    """``name`` when it is a key of ``POLICIES`` (``main.prepare`` checks it once, before anything loads)."""
-    if name not in POLICIES:
-        raise ValueError(f"unknown --reward_model {name!r}; valid: {sorted(POLICIES)}")
-    return name
-
-
-def policy_judge(cfg: Config, device: torch.device | str) -> YesNoJudge | None:
-    """The judge the run's policy asks, built once on ``device`` (the generator's) or where the config says."""
-    policy = POLICIES[cfg.run.reward_model]
-    if policy.judge_source is None:
-        return None
-    if policy.judge_source == "oracle":
-        device = torch.device(device)
-        if cfg.geneval.device != "auto":  # "cuda" means this process's GPU, as for the generator
-            device = resolve_device(cfg.geneval.device, device.index or 0)
-        return GenEvalOracle(cfg.geneval, load_metadata(cfg.run.metadata_file), device)
-    return reward_models.build_judge(verifiers.judge_config(cfg.reward, cfg.reward_checkpoints, policy.name), device)
-
-
-def build_policy(cfg: Config, device: torch.device | str) -> Policy:
-    """The policy ``run.reward_model`` with its judge, the ``search:`` settings and N = ``run.search_num``."""
-    return POLICIES[cfg.run.reward_model](policy_judge(cfg, device), cfg.search, cfg.run.search_num)

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 import search
+from policies import build_policy
 from bench.generation import machine
 from config import load_config
 from reward_models.oracle import GenEvalOracle
@@ -59,7 +60,7 @@ def parm_vs_best_of_n(cfg, generator, requests, oracle, device) -> dict:
     out = {}
     policies = {}
     for label, name in (("best-of-N (ORM ft)", "orm_ft"), ("PARM", "parm")):
-        policies[label] = search.build_policy(replace(cfg, run=replace(cfg.run, reward_model=name)), device)
+        policies[label] = build_policy(replace(cfg, run=replace(cfg.run, reward_model=name)), device)
     for name, policy in policies.items():
         selections, seconds, forwards = timed_policy(policy, generator, requests, cfg.run.seed)
         images = torch.stack([s.image for s in selections])

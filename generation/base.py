@@ -9,6 +9,7 @@ backend of ``generation.GENERATORS`` implements every member below; nothing is p
 """
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import torch
@@ -23,6 +24,10 @@ class Canvas(Protocol):
     """``long [B, N]`` image tokens as they stand (backends mark unknown positions their own way)."""
     generators: list[torch.Generator]
     """Row ``i``'s random stream; a policy may replace one to make a duplicated row diverge."""
+    token_stats: torch.Tensor
+    """``float [B, 4]``: over the image tokens decided so far, the sums of each token's normalised
+    entropy, top-2 margin and guidance gap (``decision_stats``), then how many were decided. The
+    generator's own confidence in a path, read by ``--reward_model confidence`` (scaling_policies.py)."""
 
     def select(self, index: torch.Tensor) -> "Canvas":
         """The rows ``index`` (``long [B']``), in that order; an index may repeat (duplication)."""
@@ -63,6 +68,14 @@ class Generator(Protocol):
         ready to ``step`` to the end; the flagged codes are decoded again with randomness from
         ``generators``. Mask and raster semantics: ``generation/refine.py``; input checks:
         ``check_restart_inputs``."""
+        ...
+
+    def lookahead(self, canvas: Canvas) -> torch.Tensor:
+        """``uint8 [B, 3, H, W]``: every row completed cheaply, leaving ``canvas`` and its random streams
+        untouched. Mask order: the model's current full guess (``preview``; no forward). Raster order:
+        greedy (argmax of the guided logits) decoding of the codes not yet decoded, on a copy of the
+        canvas, its forwards counted in ``num_forwards`` (FR-TTS, arXiv 2512.00438: judge a prefix by
+        the image it completes to). After the last step it is the final image."""
         ...
 
 
@@ -108,6 +121,54 @@ def seeded_generator(seed: int, prompt_index: int, sample_index: int, candidate_
     # A fixed odd-multiplier hash keeps neighbouring tuples' streams unrelated.
     multipliers = torch.tensor([0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F], dtype=torch.int64)
     return torch.Generator().manual_seed(int((mixed * multipliers).sum().item()) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+TOKEN_STATS = ("entropy", "margin", "guidance_gap", "count")
+"""Columns of ``Canvas.token_stats``."""
+
+
+def empty_token_stats(rows: int, device) -> torch.Tensor:
+    """``token_stats`` of a canvas that has decided nothing yet."""
+    return torch.zeros(rows, len(TOKEN_STATS), device=device)
+
+
+def decision_stats(guided: torch.Tensor, cond: torch.Tensor | None, uncond: torch.Tensor | None,
+                   codes: torch.Tensor, decided: torch.Tensor | None = None) -> torch.Tensor:
+    """``float [B, 4]`` sums, over the positions ``decided`` (``bool [B, N]``; None: all), of the
+    confidence signals of ScalingAR (arXiv 2509.26376, section 3) for the chosen ``codes``:
+
+    - entropy of ``softmax(guided)`` divided by ``log K`` (0 = certain, 1 = uniform);
+    - top-2 margin ``p1 - p2`` of ``softmax(guided)``;
+    - guidance gap ``log p_cond(code) - log p_uncond(code)``: how much the prompt, rather than the
+      image prior, supports the code (0 without guidance rows, ``cond is None``);
+    - 1 per decided position (the count).
+
+    ``guided`` / ``cond`` / ``uncond`` are ``[B, K]`` logits of one position (raster) with ``codes
+    [B]``, or ``[B, N, K]`` with ``codes [B, N]`` (mask-predict). ``guided`` is the guided distribution
+    before temperature and top-k, i.e. the model's belief rather than the sampler's settings.
+    """
+    logp = guided.float().log_softmax(-1)
+    probs = logp.exp()
+    entropy = torch.special.entr(probs).sum(-1) / math.log(guided.shape[-1])
+    top2 = probs.topk(2, -1).values
+    margin = top2[..., 0] - top2[..., 1]
+    if cond is None:
+        gap = torch.zeros_like(margin)
+    else:
+        index = codes[..., None]
+        gap = (cond.float().log_softmax(-1).gather(-1, index) - uncond.float().log_softmax(-1).gather(-1, index)
+               ).squeeze(-1)
+    stats = torch.stack([entropy, margin, gap, torch.ones_like(margin)], -1)
+    if decided is not None:
+        stats = stats * decided[..., None].to(stats.dtype)
+    return stats.sum(1) if stats.ndim == 3 else stats
+
+
+def decided_now(before: torch.Tensor, after: torch.Tensor, unknown: int, last: bool) -> torch.Tensor:
+    """Mask-predict: ``bool [B, N]`` positions unknown before a step and committed by it (on the last
+    step every position unknown before, since the final image is the full sample)."""
+    was_unknown = before == unknown
+    return was_unknown if last else was_unknown & (after != unknown)
 
 
 PREVIEW_GREY = 128

@@ -48,7 +48,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, DynamicCache, JanusForConditionalGeneration
 
-from generation.base import RasterOutputs, check_restart_inputs, clone_generators, finite_logits
+from generation.base import RasterOutputs, check_restart_inputs, clone_generators, decision_stats, empty_token_stats, \
+    finite_logits
 from hub import local_snapshot
 from generation.config import GenerationConfig
 from generation.maskgit import gumbel, per_row_uniform
@@ -66,6 +67,7 @@ class JanusCanvas:
     next_logits: torch.Tensor  # float [2B, K] for the next slot: rows [0, B) cond, [B, 2B) uncond
     cache: DynamicCache = field(repr=False)
     generators: list[torch.Generator] = field(repr=False)
+    token_stats: torch.Tensor = field(repr=False)  # float [B, 4], generation.base.Canvas.token_stats
     step_index: int = 0
 
     def select(self, index: torch.Tensor) -> "JanusCanvas":
@@ -77,7 +79,8 @@ class JanusCanvas:
         return replace(self, attention_mask=self.attention_mask[both], positions=self.positions[both],
                        tokens=self.tokens[index], next_logits=self.next_logits[both],
                        cache=_select_cache(self.cache, both),
-                       generators=clone_generators(self.generators, index.tolist()))
+                       generators=clone_generators(self.generators, index.tolist()),
+                       token_stats=self.token_stats[index.to(self.token_stats.device)])
 
 
 def _select_cache(cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
@@ -138,24 +141,42 @@ class JanusGenerator(RasterOutputs):
         hidden = self._language_model(self.model.get_input_embeddings()(both), mask, positions, cache)
         self.num_forwards += len(prompts)
         tokens = torch.full((len(prompts), self.grid ** 2), -1, dtype=torch.long, device=self.device)
-        return JanusCanvas(mask, mask.sum(-1), tokens, self._head(hidden[:, -1]), cache, list(generators))
+        return JanusCanvas(mask, mask.sum(-1), tokens, self._head(hidden[:, -1]), cache, list(generators),
+                           empty_token_stats(len(prompts), self.device))
 
     @torch.inference_mode()
     def step(self, canvas: JanusCanvas) -> JanusCanvas:
         if canvas.step_index >= self.num_steps:
             raise ValueError(f"canvas already ran all {self.num_steps} steps")
         b = len(canvas.tokens)
-        tokens, logits = canvas.tokens.clone(), canvas.next_logits
+        tokens, logits, stats = canvas.tokens.clone(), canvas.next_logits, canvas.token_stats
         mask, positions = canvas.attention_mask, canvas.positions
         first = canvas.step_index * self.codes_per_step
         for slot in range(first, first + self.codes_per_step):
             code = self.sample(logits[:b], logits[b:], canvas.generators)
+            stats = stats + decision_stats(self.guided_logits(logits[:b], logits[b:]), logits[:b], logits[b:], code)
             tokens[:, slot] = code
             if slot + 1 == tokens.shape[1]:
                 break  # generate() runs one more forward whose logits nobody reads
             mask, positions, logits = self._feed(code, mask, positions, canvas.cache)
         return replace(canvas, attention_mask=mask, positions=positions, tokens=tokens, next_logits=logits,
-                       step_index=canvas.step_index + 1)
+                       token_stats=stats, step_index=canvas.step_index + 1)
+
+    @torch.inference_mode()
+    def lookahead(self, canvas: JanusCanvas) -> torch.Tensor:
+        """Greedy (guided argmax) decoding of the codes not decoded yet, on a copy of the canvas; the
+        forwards are counted like ``step``'s."""
+        b = len(canvas.tokens)
+        copy = canvas.select(torch.arange(b))  # own cache rows: ``_feed`` advances them in place
+        tokens, logits = copy.tokens.clone(), copy.next_logits
+        mask, positions = copy.attention_mask, copy.positions
+        for slot in range(canvas.step_index * self.codes_per_step, tokens.shape[1]):
+            code = self.guided_logits(logits[:b], logits[b:]).argmax(-1)
+            tokens[:, slot] = code
+            if slot + 1 == tokens.shape[1]:
+                break
+            mask, positions, logits = self._feed(code, mask, positions, copy.cache)
+        return self.decode(tokens)
 
     # -- PARM++ self-correction (preview, finish, final_tokens: base.RasterOutputs) ------------
     @torch.inference_mode()

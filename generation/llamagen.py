@@ -60,7 +60,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import AutoTokenizer, T5EncoderModel
 
-from generation.base import RasterOutputs, check_restart_inputs, clone_generators, finite_logits
+from generation.base import RasterOutputs, check_restart_inputs, clone_generators, decision_stats, empty_token_stats, \
+    finite_logits
 from generation.config import GenerationConfig, LlamaGenOptions
 from generation.llamagen_vq import CHECKPOINT_ENTRIES, VQDecoder, load_vq_decoder, read_checkpoint
 from generation.maskgit import gumbel, per_row_uniform
@@ -411,6 +412,7 @@ class LlamaGenCanvas:
     next_logits: torch.Tensor  # float [R, V] for the next slot
     cache: KVCache = field(repr=False)
     generators: list[torch.Generator] = field(repr=False)
+    token_stats: torch.Tensor = field(repr=False)  # float [B, 4], generation.base.Canvas.token_stats
     step_index: int = 0
 
     def select(self, index: torch.Tensor) -> "LlamaGenCanvas":
@@ -423,7 +425,8 @@ class LlamaGenCanvas:
         rows = torch.cat([index + h * b for h in range(halves)])
         return replace(self, text_mask=self.text_mask[rows], tokens=self.tokens[index],
                        next_logits=self.next_logits[rows], cache=self.cache.select(rows),
-                       generators=clone_generators(self.generators, index.tolist()))
+                       generators=clone_generators(self.generators, index.tolist()),
+                       token_stats=self.token_stats[index])
 
 
 class LlamaGenGenerator(RasterOutputs):
@@ -484,27 +487,46 @@ class LlamaGenGenerator(RasterOutputs):
                             cache)
         self.num_forwards += len(prompts)
         tokens = torch.full((len(prompts), self.grid ** 2), -1, dtype=torch.long, device=self.device)
-        return LlamaGenCanvas(text_mask, tokens, self.model.logits(hidden[:, -1]), cache, list(generators))
+        return LlamaGenCanvas(text_mask, tokens, self.model.logits(hidden[:, -1]), cache, list(generators),
+                              empty_token_stats(len(prompts), self.device))
 
     @torch.inference_mode()
     def step(self, canvas: LlamaGenCanvas) -> LlamaGenCanvas:
         if canvas.step_index >= self.num_steps:
             raise ValueError(f"canvas already ran all {self.num_steps} steps")
-        b = len(canvas.tokens)
-        tokens, logits = canvas.tokens.clone(), canvas.next_logits
+        tokens, logits, stats = canvas.tokens.clone(), canvas.next_logits, canvas.token_stats
         first = canvas.step_index * self.cfg.rows_per_step * self.grid
         for slot in range(first, first + self.cfg.rows_per_step * self.grid):
             code = self.sample(logits, slot, canvas.generators)
+            halves = logits.chunk(2) if self.halves == 2 else (None, None)
+            stats = stats + decision_stats(self.guided_logits(logits, slot), *halves, code)
             tokens[:, slot] = code
             if slot + 1 == tokens.shape[1]:
                 break  # generate() feeds no token after the last one
-            position = self.text_length + slot  # code `slot` sits at input_pos T + slot (generate())
-            embeds = self.model.tok_embeddings(code.repeat(self.halves)[:, None])
-            hidden = self.model(embeds, position, attention_mask(canvas.text_mask, position, position + 1),
-                                canvas.cache)
-            logits = self.model.logits(hidden[:, -1])
-            self.num_forwards += b
-        return replace(canvas, tokens=tokens, next_logits=logits, step_index=canvas.step_index + 1)
+            logits = self._feed(code, slot, canvas)
+        return replace(canvas, tokens=tokens, next_logits=logits, token_stats=stats, step_index=canvas.step_index + 1)
+
+    @torch.inference_mode()
+    def lookahead(self, canvas: LlamaGenCanvas) -> torch.Tensor:
+        """Greedy (guided argmax) decoding of the codes not decoded yet, on a copy of the canvas; the
+        forwards are counted like ``step``'s."""
+        copy = canvas.select(torch.arange(len(canvas.tokens)))  # own cache rows: ``_feed`` writes in place
+        tokens, logits = copy.tokens.clone(), copy.next_logits
+        for slot in range(canvas.step_index * self.cfg.rows_per_step * self.grid, tokens.shape[1]):
+            code = self.guided_logits(logits, slot).argmax(-1)
+            tokens[:, slot] = code
+            if slot + 1 == tokens.shape[1]:
+                break
+            logits = self._feed(code, slot, copy)
+        return self.decode_rows(tokens)
+
+    def _feed(self, code: torch.Tensor, slot: int, canvas: LlamaGenCanvas) -> torch.Tensor:
+        """Feed code ``slot`` (``long [B]``) to every guidance half; the ``[R, V]`` logits of the next slot."""
+        position = self.text_length + slot  # code `slot` sits at input_pos T + slot (generate())
+        embeds = self.model.tok_embeddings(code.repeat(self.halves)[:, None])
+        hidden = self.model(embeds, position, attention_mask(canvas.text_mask, position, position + 1), canvas.cache)
+        self.num_forwards += len(code)
+        return self.model.logits(hidden[:, -1])
 
     # -- PARM++ self-correction (preview, finish, final_tokens: base.RasterOutputs) ------------
     @torch.inference_mode()

@@ -52,7 +52,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from generation.base import check_finished, check_restart_inputs, clone_generators
+from generation.base import check_finished, check_restart_inputs, clone_generators, decided_now, decision_stats, \
+    empty_token_stats
 from generation.config import GenerationConfig
 from generation.magvitv2 import MagvitV2, load_magvitv2, read_state_dict, resolve_checkpoint
 from generation.maskgit import TEMPERATURE_SCHEDULES, guided_logits, maskgit_step, step_temperature
@@ -222,13 +223,14 @@ class ShowoCanvas:
     generators: list[torch.Generator]
     temperature: float  # re-masking temperature of the last step (the start value before any)
     prompts: list[str]
+    token_stats: torch.Tensor  # float [B, 4], generation.base.Canvas.token_stats
     step_index: int = 0
 
     def select(self, index: torch.Tensor) -> "ShowoCanvas":
         rows = index.tolist()
         return replace(self, text=self.text[index], tokens=self.tokens[index], sampled=self.sampled[index],
                        generators=clone_generators(self.generators, rows),
-                       prompts=[self.prompts[i] for i in rows])
+                       prompts=[self.prompts[i] for i in rows], token_stats=self.token_stats[index])
 
 
 class ShowoGenerator:
@@ -274,7 +276,8 @@ class ShowoGenerator:
             raise ValueError(f"{len(prompts)} prompts but {len(generators)} generators")
         masked = torch.full((len(prompts), self.spec.num_vq_tokens), self.mask_code, device=self.device)
         return ShowoCanvas(self._text_ids(prompts), masked, masked.clone(), list(generators),
-                           self._start_temperature(prompts), list(prompts))
+                           self._start_temperature(prompts), list(prompts),
+                           empty_token_stats(len(prompts), self.device))
 
     @torch.inference_mode()
     def step(self, canvas: ShowoCanvas) -> ShowoCanvas:
@@ -285,20 +288,27 @@ class ShowoGenerator:
         text = torch.cat([canvas.text, self.uncond_text.expand(b, -1)]) if guided else canvas.text
         logits = self.image_logits(self.input_ids(text, canvas.tokens.repeat(2 if guided else 1, 1)))
         self.num_forwards += b
+        cond, uncond = (logits[:b], logits[b:]) if guided else (None, None)
         if guided:
-            logits = guided_logits(logits[:b], logits[b:], self.cfg.guidance_scale)
+            logits = guided_logits(cond, uncond, self.cfg.guidance_scale)
         temperature = step_temperature(self.cfg.temperature, canvas.temperature, canvas.step_index,
                                        self.num_steps, self.cfg.temperature_schedule)
         tokens, sampled = maskgit_step(logits, canvas.tokens, self.mask_code, canvas.step_index, self.num_steps,
                                        temperature, canvas.generators)
         if canvas.step_index + 1 == self.num_steps and self.cfg.temperature_schedule == "upstream":
             self._carried_temperature.update({p: temperature for p in canvas.prompts})
-        return replace(canvas, tokens=tokens, sampled=sampled, temperature=temperature,
+        decided = decided_now(canvas.tokens, tokens, self.mask_code, canvas.step_index + 1 == self.num_steps)
+        stats = canvas.token_stats + decision_stats(logits, cond, uncond, sampled, decided)
+        return replace(canvas, tokens=tokens, sampled=sampled, temperature=temperature, token_stats=stats,
                        step_index=canvas.step_index + 1)
 
     @torch.inference_mode()
     def preview(self, canvas: ShowoCanvas) -> torch.Tensor:
         return self.decode(canvas.sampled.clamp(0, self.spec.codebook_size - 1))
+
+    def lookahead(self, canvas: ShowoCanvas) -> torch.Tensor:
+        """Mask-predict's full guess is already a completion: the preview, no forward."""
+        return self.preview(canvas)
 
     @torch.inference_mode()
     def finish(self, canvas: ShowoCanvas) -> torch.Tensor:

@@ -49,7 +49,7 @@ from geneval.config import GenEvalConfig, check_geneval_config
 from geneval.detection import ColorClassifier, Detection, Detector
 from geneval.detectors import DETECTORS, build_detector
 from geneval.layout import SAMPLES_DIR, PromptFolder, atomic_write_text, image_sort_key, scan_outdir
-from geneval.shapes.world import SHAPES
+from shapes.world import SHAPES
 from geneval.rules import RuleConfig, evaluate_image, filter_detections, result_record
 from geneval.summary import Summary, format_summary, load_results, markdown_table, summarize
 

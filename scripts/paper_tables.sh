@@ -3,8 +3,9 @@
 # checkpoints where README "Real backends" puts them. One main.py command per row; every distinct
 # (model, verifier, DPO checkpoint) runs once into $OUT and rows shared by several tables reuse it;
 # geneval.compare prints each table (docs/results/paper_table<k>.md).
-#   NPROC=8 bash scripts/paper_tables.sh                  # Tables 1-4
+#   NPROC=8 bash scripts/paper_tables.sh                  # Tables 1-4 and the scaling comparison
 #   TABLES="1 3" NPROC=8 bash scripts/paper_tables.sh
+#   TABLES=scaling NPROC=8 bash scripts/paper_tables.sh   # policies beyond the paper (scaling_policies.py)
 #   DRY_RUN=1 bash scripts/paper_tables.sh                # print the main.py arguments of each row
 #   JANUS_DPO=ckpts/janus_dpo LLAMAGEN_DPO=ckpts/llamagen_dpo ...   # Table 4's DPO rows (train them with
 #                                                         # dpo.train first: no checkpoint is released)
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 NPROC=${NPROC:-8}
 OUT=${OUT:-outputs/paper}
-TABLES=${TABLES:-1 2 3 4}
+TABLES=${TABLES:-1 2 3 4 scaling}
 JANUS_DPO=${JANUS_DPO:-}
 LLAMAGEN_DPO=${LLAMAGEN_DPO:-}
 PROMPTS=(--prompts_file geneval/prompts/generation_prompts.txt --metadata_file geneval/prompts/evaluation_metadata.jsonl)
@@ -48,6 +49,8 @@ run() {  # run MODEL VERIFIER [DPO]: one main.py command, once per invocation
 
 table() {  # table K NAME=MODEL:VERIFIER:DPO ...: run every row, then one compare table
     local k=$1; shift
+    local name=paper_table$k
+    [[ $k =~ ^[0-9]+$ ]] || name=paper_$k
     local rows=()
     for spec in "$@"; do
         local name=${spec%%=*} rest=${spec#*=}
@@ -57,7 +60,7 @@ table() {  # table K NAME=MODEL:VERIFIER:DPO ...: run every row, then one compar
     done
     if [ -z "${DRY_RUN:-}" ]; then
         mkdir -p docs/results
-        $PY -m geneval.compare "${rows[@]}" --json "docs/results/paper_table$k.json" | tee "docs/results/paper_table$k.md"
+        $PY -m geneval.compare "${rows[@]}" --json "docs/results/$name.json" | tee "docs/results/$name.md"
     fi
 }
 
@@ -83,6 +86,17 @@ for k in $TABLES; do
             [ -n "$dpo" ] && rows+=("$model DPO=$model:none:$dpo")
         done
         table 4 "${rows[@]}" ;;
-    *)  echo "unknown table $k (TABLES takes 1 2 3 4; Table 5 needs unreleased checkpoints)" >&2; exit 2 ;;
+    scaling)  # beyond the paper: lookahead (FR-TTS), progressive (GridAR), confidence with and without an ORM
+        # (ScalingAR) against plain decoding, best-of-20 and PARM on each model, all at N = 20 with the
+        # fine-tuned ORM as judge; geneval.compare's forwards column puts them on one cost axis (the
+        # budget-matched sweep is scripts/compare_policies.py, on the shapes world).
+        rows=()
+        for model in showo janus llamagen; do
+            rows+=("$model=$model:none:" "$model Ft. ORM=$model:orm_ft:" "$model PARM=$model:parm:"
+                   "$model lookahead=$model:lookahead:" "$model progressive=$model:progressive:"
+                   "$model confidence=$model:confidence:" "$model confidence + ORM=$model:confidence_orm:")
+        done
+        table scaling "${rows[@]}" ;;
+    *)  echo "unknown table $k (TABLES takes 1 2 3 4 scaling; Table 5 needs unreleased checkpoints)" >&2; exit 2 ;;
     esac
 done

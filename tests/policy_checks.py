@@ -6,7 +6,8 @@ import torch
 
 from config import SearchConfig
 from reward_models.verifiers import REFLECT_KIND, Reflection
-from search import POLICIES, ImageRequest, Selection
+from policies import POLICIES
+from search import ImageRequest, Selection
 
 REQUESTS = [ImageRequest("a red cat", 0, 0), ImageRequest("two dogs", 1, 0)]
 NUM_CANDIDATES = 3
@@ -60,6 +61,48 @@ def run_policy(generator, name: str, judge) -> list[Selection]:
 def check_policies(generator, num_tokens: int, names=("orm_zs", "prm", "parm", "parm++")) -> dict[str, list]:
     """Run each policy on two requests with a ``BrightnessJudge``; returns the selections."""
     return {name: run_policy(generator, name, BrightnessJudge(num_tokens)) for name in names}
+
+
+SCALING = ("lookahead", "progressive", "confidence", "confidence_orm")
+"""The policies of scaling_policies.py."""
+
+
+def check_scaling_policies(generator, num_tokens: int, requests=REQUESTS) -> dict[str, list]:
+    """Every policy of scaling_policies.py on two requests (N=3, ``search.blocks=2``); the confidence
+    policies stop paths at the block end, and every record counts forwards."""
+    selections = {}
+    for name in SCALING:
+        judge = None if POLICIES[name].judge_source is None else BrightnessJudge(num_tokens)
+        policy = POLICIES[name](judge, SearchConfig(blocks=2), NUM_CANDIDATES)
+        selections[name] = policy(generator, requests, 0)
+        for selection in selections[name]:
+            assert sum(r.chosen for r in selection.candidates) == 1, name
+            assert all(r.generator_forwards > 0 for r in selection.candidates), name
+            if name.startswith("confidence"):  # ceil(0.5 * 3) = 2 of 3 paths go on after the block end
+                assert sum(r.prune_step is not None for r in selection.candidates) == 1, name
+    return selections
+
+
+def check_lookahead(generator, requests=REQUESTS) -> None:
+    """``lookahead`` leaves the canvas as it was (its next steps are unchanged) and, after the last
+    step, shows the final image; ``token_stats`` counts every decided token once."""
+    from generation.base import seeded_generator
+
+    prompts = [r.prompt for r in requests]
+
+    def streams():
+        return [seeded_generator(0, r.prompt_index, r.sample_index, 0) for r in requests]
+
+    plain, looked = generator.start(prompts, streams()), generator.start(prompts, streams())
+    for _ in range(generator.num_steps):
+        plain, looked = generator.step(plain), generator.step(looked)
+        images = generator.lookahead(looked)
+        assert images.dtype == torch.uint8 and images.shape == (len(prompts), 3, generator.image_size,
+                                                                generator.image_size)
+    assert torch.equal(generator.finish(plain), generator.finish(looked))
+    assert torch.equal(generator.lookahead(looked), generator.finish(looked))
+    assert torch.equal(plain.token_stats, looked.token_stats)
+    assert plain.token_stats[:, 3].tolist() == [float(plain.tokens.shape[1])] * len(prompts)
 
 
 def check_reflection_rounds(generator, region: torch.Tensor) -> list[dict]:

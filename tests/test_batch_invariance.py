@@ -11,7 +11,6 @@ candidate whatever requests share the call.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,8 @@ import torch
 
 import main as runner
 from search import ImageRequest, StepSearch, ZeroShotOrm
-from test_search import SEED, make_config, make_generator
+from config import SearchConfig
+from search_helpers import SEED, make_generator
 from conftest import write_shapes_suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def _chosen(policy, generator, requests) -> dict[tuple[int, int], tuple[int, lis
     """(prompt, sample) -> (kept candidate, trace) when ``requests`` are generated in one call."""
     out = {}
     for request, selection in zip(requests, policy(generator, requests, SEED)):
-        kept = next(r["candidate"] for r in selection.candidates if r["chosen"])
+        kept = next(r.candidate for r in selection.candidates if r.chosen)
         out[(request.prompt_index, request.sample_index)] = (kept, selection.candidates, selection.image)
     return out
 
@@ -57,7 +57,7 @@ def _chosen(policy, generator, requests) -> dict[tuple[int, int], tuple[int, lis
 @pytest.mark.parametrize("policy_class", [ZeroShotOrm, StepSearch])
 def test_near_tied_candidates_are_kept_the_same_in_any_batch(tiny_weights, policy_class):
     generator = make_generator(tiny_weights, "mask")
-    policy = policy_class(make_config(N), torch.device("cpu"), judge=BatchSensitiveJudge())
+    policy = policy_class(BatchSensitiveJudge(), SearchConfig(), N)
     together = _chosen(policy, generator, REQUESTS)
     for batch in ([REQUESTS[0]], [REQUESTS[2], REQUESTS[1]], [REQUESTS[1], REQUESTS[2], REQUESTS[0]]):
         for key, (kept, trace, image) in _chosen(policy, generator, batch).items():

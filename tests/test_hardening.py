@@ -247,7 +247,8 @@ def test_help_lists_names_and_explains_counts():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     text = " ".join(result.stdout.split())  # argparse wraps the flag help
-    assert "--reward_model names: none, oracle, orm_ft, orm_zs, parm, parm++, prm" in result.stdout
+    assert ("--reward_model names: confidence, confidence_orm, lookahead, none, oracle, orm_ft, orm_zs, parm, parm++, "
+            "prm, progressive") in result.stdout
     assert "configs/shapes.yaml: dpo, dpo_iter, dpo_iter_parm_gudie" in result.stdout
     assert "images kept per prompt" in text and "candidates generated per kept image" in text
 

@@ -236,7 +236,9 @@ def test_janus_preset_loads():
 
 
 def test_search_policies_run_on_janus(weights):
-    from tests.policy_checks import check_policies
+    from tests.policy_checks import check_lookahead, check_policies, check_scaling_policies
 
     gen = make(weights)
     check_policies(gen, 0, names=("orm_zs", "prm", "parm"))  # parm++: tests/test_refine_backends.py
+    check_scaling_policies(gen, 0)
+    check_lookahead(gen)

@@ -1,7 +1,8 @@
 """The import rules of the project, read from every module's imports (ast, nothing is run).
 
 generation/ and reward_models/ never import each other; the evaluator (geneval/) and the shapes
-world (shapes/) import neither of them, nor search, dpo/ or training/; the recipes in training/
+world (shapes/) import neither of them, nor the policies, dpo/ or training/; search.py (the paper's
+policies) imports neither scaling_policies.py nor the registry policies.py, which stands above both; the recipes in training/
 are imported by nothing outside training/; and nothing imports ``main``.
 """
 from __future__ import annotations
@@ -10,10 +11,14 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LIBRARIES = ("generation", "reward_models", "search", "dpo", "training")
+POLICY_MODULES = {"search", "scaling_policies", "policies"}
+LIBRARIES = ("generation", "reward_models", *sorted(POLICY_MODULES), "dpo", "training")
 FORBIDDEN = {
-    "generation": {"reward_models", "search", "dpo", "training", "main"},
-    "reward_models": {"generation", "search", "dpo", "training", "main"},
+    "generation": {"reward_models", *POLICY_MODULES, "dpo", "training", "main"},
+    "reward_models": {"generation", *POLICY_MODULES, "dpo", "training", "main"},
+    # The paper's policies, then the later ones built on them, then the registry of both.
+    "search": {"scaling_policies", "policies"},
+    "scaling_policies": {"policies"},
     "geneval": set(LIBRARIES) | {"main"},
     "shapes": set(LIBRARIES) | {"main"},
 }

@@ -416,7 +416,9 @@ def test_bfloat16_runs_and_keeps_the_vq_in_float32(weights):
 
 
 def test_every_search_policy_runs_on_llamagen(weights):
-    from tests.policy_checks import check_policies
+    from tests.policy_checks import check_lookahead, check_policies, check_scaling_policies
 
     gen = make(weights)
     check_policies(gen, gen.grid * gen.grid)
+    check_scaling_policies(gen, gen.grid * gen.grid)
+    check_lookahead(gen)

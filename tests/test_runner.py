@@ -191,7 +191,8 @@ BAD_INPUTS = {
     "mismatch": ([], "line 3: prompt 'a photo of a star' differs from the metadata prompt"),
     "short": ([], "line 4: 3 prompts but 4 metadata records"),
     "reward_model": (["--reward_model", "bogus"],
-                     "unknown --reward_model 'bogus'; valid: ['none', 'oracle', 'orm_ft', 'orm_zs', 'parm', 'parm++', 'prm']"),
+                     "unknown --reward_model 'bogus'; valid: ['confidence', 'confidence_orm', 'lookahead', 'none', 'oracle', "
+                     "'orm_ft', 'orm_zs', 'parm', 'parm++', 'prm', 'progressive']"),
     "dpo_name": (["--dpo_model", "bogus"], "--dpo_model 'bogus' is neither a checkpoint of this preset (it has: "
                  "['dpo', 'dpo_iter', 'dpo_iter_parm_gudie']"),
     "backend": (["generation.backend=sdxl"], f"unknown generation.backend 'sdxl'; valid: {sorted(GENERATORS)}"),

@@ -21,9 +21,13 @@ KINDS = {"orm_zs": ["orm"], "orm_ft": ["orm"], "prm": ["prm", "orm"], "parm": ["
 @pytest.mark.parametrize("preset", ["configs/shapes.yaml", "configs/shapes_raster.yaml"])
 def test_presets_point_at_the_shipped_judges(preset):
     cfg = load_config(REPO / preset)
-    assert cfg.reward.backend == "shapes" and set(cfg.reward_checkpoints) == set(KINDS)
+    # The policies of scaling_policies.py ask the fine-tuned ORM (the ORM question of completed images).
+    scaling = {"lookahead": "orm_ft", "progressive": "orm_ft", "confidence_orm": "orm_ft"}
+    assert cfg.reward.backend == "shapes" and set(cfg.reward_checkpoints) == set(KINDS) | set(scaling)
     for name in KINDS:
         assert (REPO / cfg.reward_checkpoints[name] / "config.json").is_file(), name
+    for name, judge in scaling.items():
+        assert cfg.reward_checkpoints[name] == cfg.reward_checkpoints[judge], name
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))

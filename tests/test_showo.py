@@ -246,6 +246,8 @@ def test_missing_or_bad_checkpoints_say_what_to_do(checkpoint, tmp_path):
 
 
 def test_search_policies_run_on_showo(generator):
-    from tests.policy_checks import check_policies
+    from tests.policy_checks import check_lookahead, check_policies, check_scaling_policies
 
     check_policies(generator, 0, names=("orm_zs", "prm", "parm"))  # parm++: tests/test_refine_backends.py
+    check_scaling_policies(generator, 0)
+    check_lookahead(generator)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from generation.base import check_finished, check_restart_inputs, clone_generators, finite_logits
+from generation.base import check_finished, check_restart_inputs, clone_generators, decided_now, decision_stats, \
+    empty_token_stats, finite_logits
 from generation.config import GenerationConfig
 from generation.maskgit import guided_logits, maskgit_step, per_row_uniform, gumbel, step_temperature
 from generation.refine import resume_step
@@ -31,11 +32,13 @@ class MaskCanvas:
     sampled: torch.Tensor  # long [B, N], last full prediction
     generators: list[torch.Generator]
     temperature: float
+    token_stats: torch.Tensor  # float [B, 4], generation.base.Canvas.token_stats
     step_index: int = 0
 
     def select(self, index: torch.Tensor) -> "MaskCanvas":
         return replace(self, text=self.text[index], tokens=self.tokens[index], sampled=self.sampled[index],
-                       generators=clone_generators(self.generators, index.tolist()))
+                       generators=clone_generators(self.generators, index.tolist()),
+                       token_stats=self.token_stats[index])
 
 
 @dataclass
@@ -45,13 +48,15 @@ class RasterCanvas:
     next_logits: torch.Tensor  # float [2B, K]: rows [0, B) conditional, [B, 2B) unconditional
     caches: list[dict] = field(repr=False)
     generators: list[torch.Generator] = field(repr=False)
+    token_stats: torch.Tensor = field(repr=False)  # float [B, 4], generation.base.Canvas.token_stats
     step_index: int = 0
 
     def select(self, index: torch.Tensor) -> "RasterCanvas":
         both = torch.cat([index, index + len(self.text)])  # guidance rows follow their candidate
         caches = [{"k": c["k"][both], "v": c["v"][both]} for c in self.caches]
         return replace(self, text=self.text[index], tokens=self.tokens[index], next_logits=self.next_logits[both],
-                       caches=caches, generators=clone_generators(self.generators, index.tolist()))
+                       caches=caches, generators=clone_generators(self.generators, index.tolist()),
+                       token_stats=self.token_stats[index])
 
 
 class TinyGenerator:
@@ -82,11 +87,13 @@ class TinyGenerator:
         if self.cfg.order == "mask":
             masked = torch.full((len(prompts), self.model.cfg.num_image_tokens), self.model.cfg.mask_id,
                                 device=self.device)
-            return MaskCanvas(text, masked, masked.clone(), list(generators), self.cfg.temperature)
+            return MaskCanvas(text, masked, masked.clone(), list(generators), self.cfg.temperature,
+                              empty_token_stats(len(prompts), self.device))
         logits, caches = self.model.raster_prefill(self._with_uncond(text))
         self.num_forwards += len(prompts)
         tokens = torch.full((len(prompts), self.model.cfg.num_image_tokens), -1, device=self.device)
-        return RasterCanvas(text, tokens, logits, caches, list(generators))
+        return RasterCanvas(text, tokens, logits, caches, list(generators),
+                            empty_token_stats(len(prompts), self.device))
 
     @torch.inference_mode()
     def step(self, canvas):
@@ -103,6 +110,22 @@ class TinyGenerator:
         if self.cfg.order == "mask":
             return torch.where(canvas.sampled == self.model.cfg.mask_id, BLANK_CODE, canvas.sampled)
         return torch.where(canvas.tokens < 0, BLANK_CODE, canvas.tokens)
+
+    @torch.inference_mode()
+    def lookahead(self, canvas) -> torch.Tensor:
+        """Mask order: the preview. Raster: greedy decoding of the remaining codes on a copy (forwards counted)."""
+        if self.cfg.order == "mask":
+            return self.preview(canvas)
+        b, grid = len(canvas.text), self.tokenizer.cfg.grid_size
+        copy = canvas.select(torch.arange(b, device=canvas.tokens.device))  # own caches: canvas stays as it is
+        tokens, logits = copy.tokens.clone(), copy.next_logits
+        for slot in range(canvas.step_index * self.cfg.rows_per_step * grid, tokens.shape[1]):
+            code = guided_logits(logits[:b], logits[b:], self.cfg.guidance_scale).argmax(-1)
+            tokens[:, slot] = code
+            if slot + 1 < tokens.shape[1]:
+                logits = self.model.raster_next(code.repeat(2), slot + 1, copy.caches)
+                self.num_forwards += b
+        return self.decode(tokens)
 
     @torch.inference_mode()
     def finish(self, canvas) -> torch.Tensor:
@@ -140,25 +163,30 @@ class TinyGenerator:
         b = len(canvas.text)
         logits = self.model(self._with_uncond(canvas.text), canvas.tokens.repeat(2, 1), "mask")
         self.num_forwards += b
-        logits = guided_logits(logits[:b], logits[b:], self.cfg.guidance_scale)
+        cond, uncond = logits[:b], logits[b:]
+        logits = guided_logits(cond, uncond, self.cfg.guidance_scale)
         temperature = step_temperature(self.cfg.temperature, canvas.temperature, canvas.step_index,
                                        self.num_steps, self.cfg.temperature_schedule)
         tokens, sampled = maskgit_step(logits, canvas.tokens, self.model.cfg.mask_id, canvas.step_index,
                                        self.num_steps, temperature, canvas.generators)
-        return replace(canvas, tokens=tokens, sampled=sampled, temperature=temperature,
+        decided = decided_now(canvas.tokens, tokens, self.model.cfg.mask_id, canvas.step_index + 1 == self.num_steps)
+        stats = canvas.token_stats + decision_stats(logits, cond, uncond, sampled, decided)
+        return replace(canvas, tokens=tokens, sampled=sampled, temperature=temperature, token_stats=stats,
                        step_index=canvas.step_index + 1)
 
     def _raster_step(self, canvas: RasterCanvas) -> RasterCanvas:
         b, grid = len(canvas.text), self.tokenizer.cfg.grid_size
-        tokens, logits = canvas.tokens.clone(), canvas.next_logits
+        tokens, logits, stats = canvas.tokens.clone(), canvas.next_logits, canvas.token_stats
         first = canvas.step_index * self.cfg.rows_per_step * grid
         for slot in range(first, first + self.cfg.rows_per_step * grid):
-            code = self._sample_raster(logits[:b], logits[b:], canvas.generators)
+            guided = guided_logits(logits[:b], logits[b:], self.cfg.guidance_scale)
+            code = self._sample_raster(guided, canvas.generators)
+            stats = stats + decision_stats(guided, logits[:b], logits[b:], code)
             tokens[:, slot] = code
             if slot + 1 < tokens.shape[1]:
                 logits = self.model.raster_next(code.repeat(2), slot + 1, canvas.caches)
                 self.num_forwards += b
-        return replace(canvas, tokens=tokens, next_logits=logits, step_index=canvas.step_index + 1)
+        return replace(canvas, tokens=tokens, next_logits=logits, token_stats=stats, step_index=canvas.step_index + 1)
 
     def _restart_mask(self, prompts, tokens, regenerate, generators) -> MaskCanvas:
         canvas = self.start(prompts, generators)  # no forward in mask order
@@ -183,8 +211,8 @@ class TinyGenerator:
         fresh[:, :kept] = tokens[:, :kept]
         return replace(canvas, tokens=fresh, next_logits=logits, step_index=step)
 
-    def _sample_raster(self, cond: torch.Tensor, uncond: torch.Tensor, generators) -> torch.Tensor:
-        logits = finite_logits(guided_logits(cond, uncond, self.cfg.guidance_scale)).float() / max(self.cfg.temperature, 1e-6)
+    def _sample_raster(self, guided: torch.Tensor, generators) -> torch.Tensor:
+        logits = finite_logits(guided).float() / max(self.cfg.temperature, 1e-6)
         if self.cfg.top_k:
             kth = logits.topk(self.cfg.top_k, -1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
