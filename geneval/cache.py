@@ -61,8 +61,18 @@ def detector_key(cfg: GenEvalConfig) -> dict:
     """Everything that determines a backend's raw detections for a given image."""
     key = {"version": CACHE_VERSION, "detector": cfg.detector}
     if cfg.detector not in WEIGHTLESS_BACKENDS:
-        key["weights"] = _weights_key(cfg.detector_path)
+        key["weights"] = _weights_key(resolved_detector_path(cfg))
+    if cfg.detector == "hf":
+        key["preprocess"] = cfg.preprocess
     return key
+
+
+def resolved_detector_path(cfg: GenEvalConfig) -> str:
+    """``detector_path`` with ``auto`` resolved, so a cache never outlives a change of the weights it names."""
+    from geneval.detectors.hf import DEFAULT_DETECTOR
+    from geneval.detectors.mmdet_convert import resolve_detector_path
+
+    return resolve_detector_path(cfg.detector_path, DEFAULT_DETECTOR)
 
 
 def color_key(cfg: GenEvalConfig) -> str:

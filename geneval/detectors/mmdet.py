@@ -199,6 +199,11 @@ def _require(module: str, why: str) -> None:
         raise ImportError(f"geneval.detector=mmdet needs {module} ({why}); {INSTALL_HINT}") from err
 
 
+def describe(cfg: GenEvalConfig) -> str:
+    return (f"mmdet {cfg.detector_path} [mmdet 3.x {CONFIG_NAME} test pipeline]: GenEval-style scores (GenEval ran "
+            "mmdet 2.x, whose preprocessing differs on non-square images; docs/geneval.md)")
+
+
 def build(cfg: GenEvalConfig, device: torch.device, classes: list[str]
           ) -> tuple[MMDetMask2FormerDetector, CLIPColorClassifier]:
     if cfg.clip_path != DEFAULT_CLIP:
