@@ -202,3 +202,19 @@ def test_converted_model_reproduces_mmdet_detections(converted):
         assert COCO_CLASSES[expected[i]["label"]] == ours[i].label, i
         assert list(ours[i].box) == expected[i]["box"], i
         assert int(ours[i].mask.sum()) == expected[i]["area"], i
+
+
+def test_convert_script_writes_the_default_folder(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convert_script", Path(__file__).parents[1] / "scripts" /
+                                                  "convert_mmdet_mask2former.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    pth = tmp_path / "tiny.pth"
+    _save_checkpoint(pth, as_mmdet3(tiny_state_dict()))
+    monkeypatch.setenv(mc.WEIGHTS_DIR_ENV, str(tmp_path / "weights"))
+    assert script.main([str(pth), "--num-attention-heads", str(ATTN_HEADS)]) == 0
+    assert mc.read_provenance(mc.official_folder()).layout == "mmdet3"
+    captured = capsys.readouterr()
+    assert "mmdet3 layout" in captured.out and "GenEval-style" in captured.err
