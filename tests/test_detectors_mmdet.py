@@ -63,9 +63,8 @@ def test_other_clip_is_refused():
 def random_model(tmp_path_factory):
     pytest.importorskip("mmdet")
     from mmdet.apis import init_detector
-    from mmengine.config import Config
 
-    config = Config.fromfile(backend.config_path())
+    config = backend._config_class().fromfile(backend.config_path())
     config.model.backbone.init_cfg = None
     torch.manual_seed(0)
     model = init_detector(config, None, device="cpu")
@@ -76,7 +75,11 @@ def random_model(tmp_path_factory):
 
 
 def _detector(model, batch_size: int = 2) -> backend.MMDetMask2FormerDetector:
-    pipeline = backend.inference_pipeline(model.cfg, scale=(64, 64))  # deps.md: 0.1 s instead of 4 s per image
+    # A (64, 64) test scale: 0.1 s instead of 4 s per image.
+    if backend.mmdet_major() == 2:
+        model.cfg.data.test.pipeline[1].img_scale = (64, 64)  # MultiScaleFlipAug, read by inference_detector
+        return backend.MMDetMask2FormerDetector(model, list(COCO_CLASSES), batch_size)
+    pipeline = backend.inference_pipeline(model.cfg, scale=(64, 64))
     return backend.MMDetMask2FormerDetector(model, list(COCO_CLASSES), batch_size, pipeline)
 
 
