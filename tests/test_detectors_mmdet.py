@@ -133,3 +133,16 @@ def test_open_clip_val_transform_matches_clip_preprocess():
     mask[4:20, 8:30] = True
     names = colors.classify(_images(1, size=32)[0], [Detection("dog", (8, 4, 30, 20), 0.9, mask)], "dog")
     assert len(names) == 1 and names[0] in COLORS
+
+
+def test_open_clip_weights_are_required_locally_for_both_layouts(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    url = "https://openaipublic.azureedge.net/clip/models/b8cca3/ViT-L-14.pt"  # open_clip 2.x: a URL
+    with pytest.raises(FileNotFoundError, match="wget -P ~/.cache/clip"):
+        backend.require_open_clip_weights({"url": url, "hf_hub": ""})
+    (tmp_path / ".cache" / "clip").mkdir(parents=True)
+    (tmp_path / ".cache" / "clip" / "ViT-L-14.pt").write_bytes(b"weights")
+    backend.require_open_clip_weights({"url": url, "hf_hub": ""})
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match="hf download timm/vit_large_patch14_clip_224.openai"):
+        backend.require_open_clip_weights({"hf_hub": "timm/vit_large_patch14_clip_224.openai/"})

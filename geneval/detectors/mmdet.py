@@ -16,7 +16,7 @@ all-zero scores, geneval issues #6 and #8).
 - colours: ``open_clip.create_model_and_transforms("ViT-L-14", pretrained="openai")`` and its
   val transform, run through ``geneval.detectors.clip_color.CLIPColorClassifier`` (GenEval's
   templates, crops and head). open_clip fetches the weights from the Hugging Face repo
-  ``OPEN_CLIP_REPO``; it must already be in the local cache.
+  ``OPEN_CLIP_REPO`` (open_clip 3.x) or OpenAI's URL into ~/.cache/clip (2.x); it must already be there.
 
 Install (its own virtual environment): ``bash scripts/install_mmdet.sh`` (mmdet 2.x, torch 1.13.1,
 mmcv-full 1.7.1 built from source) or ``MMDET=3 bash scripts/install_mmdet.sh`` (mmdet 3.3, torch
@@ -200,6 +200,28 @@ class MMDetMask2FormerDetector:
 # ----------------------------------------------------------------------------
 # Colours
 
+def require_open_clip_weights(pretrained_cfg: dict) -> None:
+    """Refuse before open_clip would download: 3.x reads the HF repo ``OPEN_CLIP_REPO``, 2.x (GenEval's
+    2.20) OpenAI's URL into ``~/.cache/clip`` (open_clip/pretrained.py ``download_pretrained_from_url``)."""
+    if pretrained_cfg.get("hf_hub"):
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        repo = pretrained_cfg["hf_hub"].rstrip("/")
+        try:
+            snapshot_download(repo, local_files_only=True)
+        except LocalEntryNotFoundError as err:
+            raise FileNotFoundError(
+                f"open_clip {OPEN_CLIP_MODEL} weights are not in the Hugging Face cache; fetch them first on a "
+                f"machine with internet access: `hf download {repo}`") from err
+        return
+    url = pretrained_cfg.get("url", "")
+    path = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+    if not url or not os.path.isfile(path):
+        raise FileNotFoundError(f"open_clip {OPEN_CLIP_MODEL} weights are not at {path}; fetch them first on a "
+                                f"machine with internet access: `wget -P ~/.cache/clip {url}`")
+
+
 class OpenCLIPEncoder:
     """``ClipEncoder`` over an open_clip model, its val transform and tokenizer."""
 
@@ -210,16 +232,9 @@ class OpenCLIPEncoder:
     def geneval(cls, device: torch.device) -> OpenCLIPEncoder:
         """GenEval's ViT-L-14 with OpenAI weights (evaluate_images.py ``load_models``)."""
         import open_clip
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
 
-        try:
-            snapshot_download(OPEN_CLIP_REPO, local_files_only=True)
-        except LocalEntryNotFoundError as err:
-            raise FileNotFoundError(
-                f"open_clip {OPEN_CLIP_MODEL} weights are not in the Hugging Face cache; fetch them first on a "
-                f"machine with internet access: `hf download {OPEN_CLIP_REPO}`") from err
         arch, pretrained = OPEN_CLIP_MODEL
+        require_open_clip_weights(open_clip.get_pretrained_cfg(arch, pretrained))
         model, _, transform = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
         return cls(model.eval(), transform, open_clip.get_tokenizer(arch), device)
 
