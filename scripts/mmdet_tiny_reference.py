@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import sys
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,6 +30,13 @@ def main(argv=None) -> None:
     parser.add_argument("out", nargs="?", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        # mmcv 1.x's runner imports torchvision at import time (only for torchvision:// checkpoints, never
+        # used here); PyPI has no torchvision for torch 1.13 on Python 3.11, where this file was made.
+        sys.modules["torchvision"] = types.ModuleType("torchvision")
+        print("note: torchvision is not installed; an empty stand-in module satisfies mmcv's import")
     import mmcv
     import mmdet
     import numpy as np
@@ -64,6 +72,7 @@ def main(argv=None) -> None:
     detections.sort(key=lambda d: -d["score"])
     record = dict(
         versions=dict(torch=torch.__version__, mmcv=mmcv.__version__, mmdet=mmdet.__version__,
+                      torchvision=getattr(sys.modules["torchvision"], "__version__", "absent"),
                       numpy=np.__version__, cv2=__import__("cv2").__version__),
         image_hw=list(rgb.shape[:2]), image_sha1=hashlib.sha1(rgb.tobytes()).hexdigest(),
         resized_hw=list(padded["img_shape"][:2]), padded_hw=list(padded["pad_shape"][:2]),
