@@ -7,8 +7,9 @@ file per image:
     OUTDIR/.geneval_cache/<backend>-<hash>/key.json                 what the hash covers
     OUTDIR/.geneval_cache/<backend>-<hash>/<folder>/<image>.json    one image's entry
 
-The directory hash covers everything that changes detections: backend, weights path and a
-fingerprint of local weight files (``detector_key``). Each entry stores the SHA-1 of the image
+The directory hash covers everything that changes detections: backend, weights path (``auto``
+resolved to the folder it means now) and a fingerprint of local weight files, and the ``hf``
+preprocessing (``detector_key``). Each entry stores the SHA-1 of the image
 bytes it was computed from; an entry whose image changed is a miss. Colours live inside the
 entry under a key of their own settings (CLIP path, ``bgcolor``, ``crop``: ``color_key``).
 Re-running with another threshold, ``position_threshold`` or ``max_objects`` therefore reuses
