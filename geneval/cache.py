@@ -7,8 +7,9 @@ file per image:
     OUTDIR/.geneval_cache/<backend>-<hash>/key.json                 what the hash covers
     OUTDIR/.geneval_cache/<backend>-<hash>/<folder>/<image>.json    one image's entry
 
-The directory hash covers everything that changes detections: backend, weights path and a
-fingerprint of local weight files (``detector_key``). Each entry stores the SHA-1 of the image
+The directory hash covers everything that changes detections: backend, weights path (``auto``
+resolved to the folder it means now) and a fingerprint of local weight files, and the ``hf``
+preprocessing (``detector_key``). Each entry stores the SHA-1 of the image
 bytes it was computed from; an entry whose image changed is a miss. Colours live inside the
 entry under a key of their own settings (CLIP path, ``bgcolor``, ``crop``: ``color_key``).
 Re-running with another threshold, ``position_threshold`` or ``max_objects`` therefore reuses
@@ -61,8 +62,18 @@ def detector_key(cfg: GenEvalConfig) -> dict:
     """Everything that determines a backend's raw detections for a given image."""
     key = {"version": CACHE_VERSION, "detector": cfg.detector}
     if cfg.detector not in WEIGHTLESS_BACKENDS:
-        key["weights"] = _weights_key(cfg.detector_path)
+        key["weights"] = _weights_key(resolved_detector_path(cfg))
+    if cfg.detector == "hf":
+        key["preprocess"] = cfg.preprocess
     return key
+
+
+def resolved_detector_path(cfg: GenEvalConfig) -> str:
+    """``detector_path`` with ``auto`` resolved, so a cache never outlives a change of the weights it names."""
+    from geneval.detectors.hf import DEFAULT_DETECTOR
+    from geneval.detectors.mmdet_convert import resolve_detector_path
+
+    return resolve_detector_path(cfg.detector_path, DEFAULT_DETECTOR)
 
 
 def color_key(cfg: GenEvalConfig) -> str:

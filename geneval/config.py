@@ -10,8 +10,13 @@ from validation import Rule, at_least, between, check_numbers, flatten
 class GenEvalConfig:
     detector: str = "hf"
     """Detector backend: ``shapes`` (shapes world), ``hf`` (transformers Mask2Former + CLIP) or ``mmdet``."""
-    detector_path: str = "facebook/mask2former-swin-small-coco-instance"
-    """Object detector weights: a local folder or a Hugging Face id already in the local cache."""
+    detector_path: str = "auto"
+    """Object detector weights: a local folder or a Hugging Face id already in the local cache. ``auto``
+    (``hf`` backend): GenEval's own Mask2Former converted by scripts/convert_mmdet_mask2former.py when
+    present, else ``facebook/mask2former-swin-small-coco-instance`` (GenEval-style scores, with a warning)."""
+    preprocess: str = "mmdet2"
+    """``hf`` backend image preprocessing: ``mmdet2`` (GenEval's mmdet 2.x test pipeline: uint8 cv2 resize,
+    pad 128 before normalising) or ``mmdet3`` (float resize, zero pad after normalising)."""
     clip_path: str = "openai/clip-vit-large-patch14"
     """CLIP used for colour clauses (GenEval: OpenAI ViT-L/14), local folder or cached id."""
     threshold: float = 0.3

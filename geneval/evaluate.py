@@ -47,7 +47,7 @@ from geneval.cache import DEFAULT_CACHE_DIR, CacheEntry, DetectionCache, color_k
     detection_to_json, detector_key, file_digest
 from geneval.config import GenEvalConfig, check_geneval_config
 from geneval.detection import ColorClassifier, Detection, Detector
-from geneval.detectors import DETECTORS, build_detector
+from geneval.detectors import DETECTORS, build_detector, describe_detector
 from geneval.layout import SAMPLES_DIR, PromptFolder, atomic_write_text, image_sort_key, scan_outdir
 from shapes.world import SHAPES
 from geneval.rules import RuleConfig, evaluate_image, filter_detections, result_record
@@ -187,6 +187,7 @@ class _ShardScorer:
         self.outdir, self.cfg, self.models, self.cache = outdir, cfg, models, cache
         self.rule_cfg = RuleConfig.from_geneval(cfg)
         self.color_key = color_key(cfg)
+        self.detector_name = describe_detector(cfg)
         self.result = ShardResult()
 
     def run(self, items: list[ImageItem], show_progress: bool) -> ShardResult:
@@ -244,6 +245,7 @@ class _ShardScorer:
         if colors.changed:
             self.cache.save(entry)
         record = result_record(item.filename(self.outdir), metadata, correct, reason, detected)
+        record["detector"] = self.detector_name  # which weights made this verdict (official or GenEval-style)
         self.result.records.append((item.sort_key(), record))
 
 
@@ -421,7 +423,8 @@ def _error_line(errors: list[dict], outfile: Path) -> str:
 
 def _summary_markdown(outdir, cfg: GenEvalConfig, text: str, table: str, error_line: str) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items())
-    parts = [f"# GenEval: {os.fspath(outdir)}", "", "```", text, "```", "", table, "", f"Settings: {settings}"]
+    parts = [f"# GenEval: {os.fspath(outdir)}", "", "```", text, "```", "", table, "",
+             f"Detector: {describe_detector(cfg)}", "", f"Settings: {settings}"]
     if error_line:
         parts += ["", f"**{error_line}**"]
     return "\n".join(parts) + "\n"

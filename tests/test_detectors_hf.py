@@ -74,7 +74,8 @@ def built(tmp_path_factory):
     _save_tiny_mask2former(root / "m2f")
     _save_tiny_clip(root / "clip")
     cfg = GenEvalConfig(detector="hf", detector_path=str(root / "m2f"), clip_path=str(root / "clip"), batch_size=2)
-    detector, colors = build(cfg, torch.device("cpu"), list(COCO_CLASSES))
+    with pytest.warns(UserWarning, match="GenEval-style scores, not official GenEval numbers"):
+        detector, colors = build(cfg, torch.device("cpu"), list(COCO_CLASSES))
     return cfg, detector, colors
 
 

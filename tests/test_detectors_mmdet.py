@@ -63,9 +63,8 @@ def test_other_clip_is_refused():
 def random_model(tmp_path_factory):
     pytest.importorskip("mmdet")
     from mmdet.apis import init_detector
-    from mmengine.config import Config
 
-    config = Config.fromfile(backend.config_path())
+    config = backend._config_class().fromfile(backend.config_path())
     config.model.backbone.init_cfg = None
     torch.manual_seed(0)
     model = init_detector(config, None, device="cpu")
@@ -76,7 +75,11 @@ def random_model(tmp_path_factory):
 
 
 def _detector(model, batch_size: int = 2) -> backend.MMDetMask2FormerDetector:
-    pipeline = backend.inference_pipeline(model.cfg, scale=(64, 64))  # 0.1 s instead of 4 s per image
+    # A (64, 64) test scale: 0.1 s instead of 4 s per image.
+    if backend.mmdet_major() == 2:
+        model.cfg.data.test.pipeline[1].img_scale = (64, 64)  # MultiScaleFlipAug, read by inference_detector
+        return backend.MMDetMask2FormerDetector(model, list(COCO_CLASSES), batch_size)
+    pipeline = backend.inference_pipeline(model.cfg, scale=(64, 64))
     return backend.MMDetMask2FormerDetector(model, list(COCO_CLASSES), batch_size, pipeline)
 
 
@@ -130,3 +133,16 @@ def test_open_clip_val_transform_matches_clip_preprocess():
     mask[4:20, 8:30] = True
     names = colors.classify(_images(1, size=32)[0], [Detection("dog", (8, 4, 30, 20), 0.9, mask)], "dog")
     assert len(names) == 1 and names[0] in COLORS
+
+
+def test_open_clip_weights_are_required_locally_for_both_layouts(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    url = "https://openaipublic.azureedge.net/clip/models/b8cca3/ViT-L-14.pt"  # open_clip 2.x: a URL
+    with pytest.raises(FileNotFoundError, match="wget -P ~/.cache/clip"):
+        backend.require_open_clip_weights({"url": url, "hf_hub": ""})
+    (tmp_path / ".cache" / "clip").mkdir(parents=True)
+    (tmp_path / ".cache" / "clip" / "ViT-L-14.pt").write_bytes(b"weights")
+    backend.require_open_clip_weights({"url": url, "hf_hub": ""})
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match="hf download timm/vit_large_patch14_clip_224.openai"):
+        backend.require_open_clip_weights({"hf_hub": "timm/vit_large_patch14_clip_224.openai/"})

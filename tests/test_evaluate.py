@@ -122,7 +122,8 @@ def test_scores_rendered_scenes_in_the_official_format(data, capsys):
     _run(outdir)
     records = _lines(outdir / "results.jsonl")
     assert [r["filename"] for r in records] == data["scored"]  # sorted by folder number, then image
-    assert all(list(r) == OFFICIAL_FIELDS for r in records)
+    assert all(list(r) == OFFICIAL_FIELDS + ["detector"] for r in records)  # upstream's fields, then the weights
+    assert records[0]["detector"].startswith("shapes: ")
     by_name = {r["filename"]: r for r in records}
     assert all(r["correct"] and r["reason"] == "" for name, r in by_name.items() if name != data["wrong"])
     wrong = by_name[data["wrong"]]

@@ -26,3 +26,13 @@ def build_detector(cfg: GenEvalConfig, device: torch.device, classes: list[str]
     if cfg.detector not in DETECTORS:
         raise ValueError(f"unknown geneval.detector {cfg.detector!r}; valid: {sorted(DETECTORS)}")
     return importlib.import_module(DETECTORS[cfg.detector]).build(cfg, device, classes)
+
+
+def describe_detector(cfg: GenEvalConfig) -> str:
+    """One line naming the detector, its weights and whether its scores are official GenEval numbers.
+
+    Written into every results record and summary; loads no weights.
+    """
+    if cfg.detector not in DETECTORS:
+        raise ValueError(f"unknown geneval.detector {cfg.detector!r}; valid: {sorted(DETECTORS)}")
+    return importlib.import_module(DETECTORS[cfg.detector]).describe(cfg)

@@ -1,24 +1,39 @@
 """The ``hf`` backend: transformers Mask2Former instances plus CLIP colours, no mmdet needed.
 
-GenEval's official scorer runs mmdetection's Mask2Former Swin-S. This backend runs the
-transformers port of Mask2Former (default ``facebook/mask2former-swin-small-coco-instance``)
-with mmdetection's test-time processing rather than transformers' own post-processing (which
-resizes every mask to 384x384 and uses nearest upsampling):
+GenEval's official scorer runs mmdetection 2.x's Mask2Former Swin-S (djghosh13/geneval
+evaluation/evaluate_images.py, weights from evaluation/download_models.sh). This backend runs
+transformers' port of Mask2Former with mmdetection's test-time processing rather than
+transformers' own (which resizes every mask to 384x384 and uses nearest upsampling).
 
-- preprocessing, ``HFMask2FormerDetector.preprocess``: mmcv ``imrescale`` to fit (1333, 800)
-  keeping the aspect ratio (bilinear), ImageNet mean/std, zero padding on the bottom/right to
-  a multiple of 32 (configs/mask2former/mask2former_r50_8xb2-lsj-50e_coco.py test pipeline);
-- post-processing, ``instance_results``: mmdet ``MaskFormerFusionHead.instance_postprocess``.
-  Mask logits are upsampled to the padded input, the padding is cut off, and the rest is
-  upsampled to the image size (bilinear). Scores are ``softmax`` class probabilities without
-  no-object, times the mean sigmoid mask probability inside the binary mask (logit > 0).
-  The top 100 over queries x classes are kept, and each box is the mask's tight box
-  ``[x_min, y_min, x_max + 1, y_max + 1]`` (mmdet ``mask2bbox``; an empty mask gives zeros).
+Weights (``geneval.detector_path``): the default ``auto`` loads GenEval's own checkpoint
+converted by ``scripts/convert_mmdet_mask2former.py`` (``official_folder()``) when it is there,
+and otherwise ``facebook/mask2former-swin-small-coco-instance``, which comes from the
+detectron2 training run of Mask2Former, not GenEval's: its scores are GenEval-style, not
+official GenEval numbers, and a warning says so. ``describe_weights`` names the weights in
+every results file. Only converted official weights with ``preprocess=mmdet2`` give official
+numbers (docs/geneval.md).
 
-Resizing uses torch's bilinear (half-pixel, no antialias), the same sampling as cv2's
-INTER_LINEAR that mmcv calls; values can differ by float rounding only. Images are batched
-by shape (``cfg.batch_size`` at a time), so a batch never adds padding and batched results
-equal one-at-a-time results.
+Preprocessing (``geneval.preprocess``):
+
+- ``mmdet2`` (default, what GenEval ran; mmdet 2.x configs/mask2former/
+  mask2former_r50_lsj_8x2_50e_coco.py ``test_pipeline``): keep-ratio ``Resize`` to fit
+  (1333, 800) with cv2 ``INTER_LINEAR`` on the uint8 image, so the result is uint8 as
+  ``mmcv.imrescale`` returns it; ``Pad(size_divisor=32, pad_val=128)`` on the bottom/right;
+  then ``Normalize`` (ImageNet mean/std), so the padding is normalised grey 128. cv2's uint8
+  bilinear is fixed-point and differs from float bilinear rounded (by one grey level on many
+  pixels), so cv2 itself does the resize (``opencv-python-headless``).
+- ``mmdet3``: mmdet 3.x's order (``DetDataPreprocessor``): float bilinear resize without
+  rounding, normalise, then zero padding. Same as ``mmdet2`` up to the uint8 rounding for
+  images whose resized size is a multiple of 32 (e.g. square ones), different elsewhere.
+
+Post-processing, ``instance_results``: mmdet ``MaskFormerFusionHead.instance_postprocess``.
+Mask logits are upsampled to the padded input, the padding is cut off, and the rest is
+upsampled to the image size (bilinear). Scores are ``softmax`` class probabilities without
+no-object, times the mean sigmoid mask probability inside the binary mask (logit > 0).
+The top 100 over queries x classes are kept, and each box is the mask's tight box
+``[x_min, y_min, x_max + 1, y_max + 1]`` (mmdet ``mask2bbox``; an empty mask gives zeros).
+Images are batched by shape (``cfg.batch_size`` at a time), so a batch never adds padding and
+batched results equal one-at-a-time results.
 
 Labels: the checkpoint's ``id2label`` names are mapped onto GenEval's spelling of the COCO
 classes (``geneval.suites.COCO_CLASSES``) through ``LABEL_ALIASES``. Only detections of the
@@ -29,16 +44,19 @@ Weights are never downloaded: ``detector_path`` and ``clip_path`` must be local
 ``save_pretrained`` folders or Hugging Face ids already in the local cache. To fetch them,
 on a machine with internet access::
 
-    hf download facebook/mask2former-swin-small-coco-instance
+    wget <OFFICIAL_CHECKPOINTS["mmdet2"]> && python scripts/convert_mmdet_mask2former.py <that .pth>
     hf download openai/clip-vit-large-patch14
+    hf download facebook/mask2former-swin-small-coco-instance   # only for GenEval-style scores
 
 (``huggingface-cli download`` with older huggingface_hub; ``--local-dir DIR`` for a folder).
 
-Tests: ``python -m pytest -q tests/test_detectors_hf.py``.
+Tests: ``python -m pytest -q tests/test_detectors_hf.py tests/test_mmdet_convert.py``.
 """
 from __future__ import annotations
 
 import math
+import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,13 +65,17 @@ import torch.nn.functional as F
 from geneval.config import GenEvalConfig
 from geneval.detection import Detection
 from geneval.detectors.clip_color import CLIPColorClassifier, HFCLIPEncoder
+from geneval.detectors.mmdet_convert import AUTO_WEIGHTS, official_folder, read_provenance, resolve_detector_path
 from geneval.suites import COCO_CLASSES
 from hub import local_snapshot
 
 TEST_SCALE = (1333, 800)
 """mmdet test ``Resize(scale=(1333, 800), keep_ratio=True)``: long side <= 1333, short side <= 800."""
 SIZE_DIVISOR = 32
-"""mmdet ``DetDataPreprocessor(pad_size_divisor=32)``."""
+"""mmdet 2.x ``Pad(size_divisor=32)``, 3.x ``DetDataPreprocessor(pad_size_divisor=32)``."""
+PAD_VALUE = 128
+"""mmdet 2.x instance config: ``Pad(..., pad_val=dict(img=(128, 128, 128), ...))`` before ``Normalize``."""
+PREPROCESSING = ("mmdet2", "mmdet3")
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 """RGB mean/std on 0..255 pixels, shared by the mmdet config and the HF Mask2Former checkpoints."""
@@ -176,6 +198,46 @@ def instance_results(class_logits: torch.Tensor, mask_logits: torch.Tensor, padd
     return labels[order], scores[order], mask_boxes(binary)[order], binary[order]
 
 
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """mmcv ``imnormalize``: ``(x - mean) * (1 / std)`` in float32, channels in dim 1."""
+    mean = torch.tensor(PIXEL_MEAN, device=pixels.device).view(1, 3, 1, 1)
+    stdinv = (1 / torch.tensor(PIXEL_STD, dtype=torch.float64)).float().to(pixels.device).view(1, 3, 1, 1)
+    return (pixels - mean) * stdinv
+
+
+def padded_size(height: int, width: int, divisor: int = SIZE_DIVISOR) -> tuple[int, int]:
+    return math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor
+
+
+def mmdet2_inputs(images: list[np.ndarray], scale: tuple[int, int] = TEST_SCALE,
+                  pad_value: int = PAD_VALUE) -> tuple[torch.Tensor, tuple[int, int]]:
+    """mmdet 2.x test pipeline on same-shape uint8 RGB images: ``[B, 3, H', W']`` and the resized size.
+
+    ``Resize(keep_ratio=True)`` = ``mmcv.imrescale`` = ``cv2.resize(..., INTER_LINEAR)`` on uint8
+    (mmcv/image/geometric.py); ``Pad(size_divisor=32, pad_val=128)``; ``Normalize``. Resizing
+    is per channel, so RGB gives the same pixels as GenEval's BGR + ``to_rgb``.
+    """
+    import cv2
+
+    resized_hw = rescaled_size(*images[0].shape[:2], scale)
+    batch = np.full((len(images), *padded_size(*resized_hw), 3), pad_value, dtype=np.uint8)
+    for i, image in enumerate(images):
+        batch[i, :resized_hw[0], :resized_hw[1]] = cv2.resize(image, resized_hw[::-1],
+                                                              interpolation=cv2.INTER_LINEAR)
+    return normalize(torch.from_numpy(batch).permute(0, 3, 1, 2).float()), resized_hw
+
+
+def mmdet3_inputs(images: list[np.ndarray], scale: tuple[int, int] = TEST_SCALE,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, tuple[int, int]]:
+    """mmdet 3.x order: float bilinear resize (not rounded), normalise, zero padding (``DetDataPreprocessor``)."""
+    pixels = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float()
+    resized_hw = rescaled_size(*images[0].shape[:2], scale)
+    if resized_hw != tuple(pixels.shape[-2:]):
+        pixels = F.interpolate(pixels, size=resized_hw, mode="bilinear", align_corners=False)
+    padded_hw = padded_size(*resized_hw)
+    return F.pad(normalize(pixels), (0, padded_hw[1] - resized_hw[1], 0, padded_hw[0] - resized_hw[0])), resized_hw
+
+
 def same_shape_batches(images: list[np.ndarray], batch_size: int) -> list[list[int]]:
     """Indices of ``images`` in batches of at most ``batch_size`` images of one shape, in order."""
     by_shape: dict[tuple, list[int]] = {}
@@ -199,23 +261,19 @@ class HFMask2FormerDetector:
     """``Detector`` over a transformers ``Mask2FormerForUniversalSegmentation`` (see the module docstring)."""
 
     def __init__(self, model, label_names: list[str], classes: list[str], device: torch.device,
-                 batch_size: int = 16, scale: tuple[int, int] = TEST_SCALE):
+                 batch_size: int = 16, scale: tuple[int, int] = TEST_SCALE, preprocessing: str = "mmdet2"):
+        if preprocessing not in PREPROCESSING:
+            raise ValueError(f"geneval.preprocess={preprocessing!r}; valid: {list(PREPROCESSING)}")
         self.model, self.label_names, self.device = model, label_names, device
         self.keep = set(classes)
-        self.batch_size, self.scale = batch_size, scale
+        self.batch_size, self.scale, self.preprocessing = batch_size, scale, preprocessing
 
     def preprocess(self, images: list[np.ndarray]) -> tuple[torch.Tensor, tuple[int, int]]:
         """Same-shape uint8 images to padded, normalised ``[B, 3, H', W']`` and the unpadded size."""
-        pixels = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float()
-        resized_hw = rescaled_size(*images[0].shape[:2], self.scale)
-        if resized_hw != tuple(pixels.shape[-2:]):
-            pixels = F.interpolate(pixels, size=resized_hw, mode="bilinear", align_corners=False)
-        mean = torch.tensor(PIXEL_MEAN, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(PIXEL_STD, device=self.device).view(1, 3, 1, 1)
-        pixels = (pixels - mean) / std
-        pad_h = math.ceil(resized_hw[0] / SIZE_DIVISOR) * SIZE_DIVISOR - resized_hw[0]
-        pad_w = math.ceil(resized_hw[1] / SIZE_DIVISOR) * SIZE_DIVISOR - resized_hw[1]
-        return F.pad(pixels, (0, pad_w, 0, pad_h)), resized_hw
+        if self.preprocessing == "mmdet2":
+            pixels, resized_hw = mmdet2_inputs(images, self.scale)
+            return pixels.to(self.device), resized_hw
+        return mmdet3_inputs(images, self.scale, self.device)
 
     @torch.no_grad()
     def _detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
@@ -247,13 +305,55 @@ class HFMask2FormerDetector:
 # ----------------------------------------------------------------------------
 # Loading
 
+def detector_folder(cfg: GenEvalConfig) -> str:
+    """The local folder of ``cfg.detector_path`` (``auto``: official converted weights, else the HF default)."""
+    path = resolve_detector_path(cfg.detector_path, DEFAULT_DETECTOR)
+    if cfg.detector_path == AUTO_WEIGHTS and path == DEFAULT_DETECTOR:
+        try:
+            return pretrained_folder(path, "detector_path", DEFAULT_DETECTOR)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f"geneval.detector_path=auto found neither GenEval's converted detector ({official_folder()}) nor "
+                f"{DEFAULT_DETECTOR} in the Hugging Face cache. For official GenEval numbers convert GenEval's own "
+                "checkpoint (docs/geneval.md): python scripts/convert_mmdet_mask2former.py "
+                "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth") from err
+    return pretrained_folder(path, "detector_path", DEFAULT_DETECTOR)
+
+
+def describe_weights(cfg: GenEvalConfig) -> dict:
+    """What the results were scored with: resolved weights, their origin, and whether scores are official."""
+    path = resolve_detector_path(cfg.detector_path, DEFAULT_DETECTOR)
+    provenance = read_provenance(path) if Path(path).is_dir() else None
+    official = provenance is not None and provenance.official and cfg.preprocess == "mmdet2"
+    source = provenance.describe() if provenance else "not converted from GenEval's mmdet checkpoint"
+    return {"backend": "hf", "weights": path, "source": source, "preprocess": cfg.preprocess,
+            "scores": "official GenEval" if official else "GenEval-style (not official GenEval numbers)"}
+
+
+def describe(cfg: GenEvalConfig) -> str:
+    d = describe_weights(cfg)
+    return f"hf {d['weights']} [{d['source']}; preprocess={d['preprocess']}]: {d['scores']} scores"
+
+
+def warn_if_not_official(cfg: GenEvalConfig) -> None:
+    description = describe_weights(cfg)
+    if description["scores"] != "official GenEval":
+        warnings.warn(
+            f"geneval: detector {description['weights']} ({description['source']}, preprocess={cfg.preprocess}) "
+            "gives GenEval-style scores, not official GenEval numbers. Official numbers need GenEval's own "
+            "Mask2Former checkpoint converted with scripts/convert_mmdet_mask2former.py and preprocess=mmdet2 "
+            "(docs/geneval.md).", stacklevel=2)
+
+
 def load_detector(cfg: GenEvalConfig, device: torch.device, classes: list[str]) -> HFMask2FormerDetector:
     from transformers import Mask2FormerForUniversalSegmentation
 
-    folder = pretrained_folder(cfg.detector_path, "detector_path", DEFAULT_DETECTOR)
+    folder = detector_folder(cfg)
+    warn_if_not_official(cfg)
     model = Mask2FormerForUniversalSegmentation.from_pretrained(folder).to(device).eval()
     names = geneval_label_names(model.config.id2label, classes)
-    return HFMask2FormerDetector(model, names, classes, device, batch_size=cfg.batch_size)
+    return HFMask2FormerDetector(model, names, classes, device, batch_size=cfg.batch_size,
+                                 preprocessing=cfg.preprocess)
 
 
 def load_color_classifier(cfg: GenEvalConfig, device: torch.device) -> CLIPColorClassifier:

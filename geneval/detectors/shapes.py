@@ -15,3 +15,7 @@ def build(cfg: GenEvalConfig, device: torch.device, classes: list[str]) -> tuple
         raise ValueError(f"the shapes detector only knows {SHAPES}; the prompts ask for {unknown}. "
                          "Use geneval.detector=hf for real images.")
     return ShapesDetector(), None
+
+
+def describe(cfg: GenEvalConfig) -> str:
+    return "shapes: the shapes-world detector (no weights; not GenEval's detector)"
