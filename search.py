@@ -208,6 +208,14 @@ class Candidates:
             self.record(row)["judge_calls"] += 1
         return question(images, self.prompts(rows))
 
+    def previews(self) -> torch.Tensor | verifiers.CodedImages:
+        """Every row's preview: as codes when the backend has them (an optional ``preview_codes``
+        whose ``decode`` is ``preview``), so a judge that reads codes skips the pixel round trip."""
+        codes = getattr(self.generator, "preview_codes", None)
+        if callable(codes) and callable(getattr(self.generator, "decode", None)):
+            return verifiers.CodedImages(codes(self.canvas), self.generator.decode)
+        return self.generator.preview(self.canvas)
+
     def finished_records(self) -> list[list[dict]]:
         for record in (r for records in self.records for r in records):
             forwards = record["generator_forwards"]
@@ -319,7 +327,7 @@ class StepSearch:
         """Score every preview, keep each image's best row, continue all N rows from it."""
         rows = list(range(len(pool.slots)))
         scores = pool.ask(rows, lambda images, prompts: verifiers.prm_scores(self.judge, images, prompts),
-                          pool.generator.preview(pool.canvas))
+                          pool.previews())
         sources = []
         for request in range(len(pool.requests)):
             mine = pool.rows_of(request)
@@ -399,7 +407,7 @@ class Parm:
         pending = [row for row in range(len(pool.slots)) if pool.record(row)["clear_step"] is None]
         if not pending:
             return
-        previews = pool.generator.preview(pool.canvas)[pending]
+        previews = pool.previews()[pending]
         p_yes, p_no = pool.ask(pending, lambda im, pr: verifiers.clarity(self.judge, im, pr), previews)
         clear = []
         for k, row in enumerate(pending):

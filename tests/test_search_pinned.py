@@ -59,3 +59,26 @@ if __name__ == "__main__":  # prints the table to paste above (only from the ref
     for order in sorted(PRESETS):
         for policy in POLICIES:
             print(f"    ({order!r}, {policy!r}): {run_digest(order, policy)!r},")
+
+
+def test_a_shapes_judge_reads_generator_codes_as_it_reads_their_pictures():
+    from generation.config import GenerationConfig
+    from generation.tiny.backend import TinyGenerator
+    from generation.tiny.vq import PatchTokenizer
+    from reward_models import JudgeConfig, Question, build_judge, verifiers
+
+    judge = build_judge(JudgeConfig(backend="shapes", checkpoint="weights/shapes/judges/parm", dtype="float32",
+                                    batch_size=3), "cpu")
+    generator = TinyGenerator(GenerationConfig(backend="tiny", weights="weights/shapes", order="mask"))
+    assert judge.reads_codes(generator.decode)
+    codes = torch.randint(0, generator.tokenizer.cfg.codebook_size, (7, 64), generator=torch.Generator().manual_seed(0))
+    questions = [Question(kind, "a photo of two stars") for kind in ("clarity", "potential", "orm", "prm", "orm",
+                                                                       "clarity", "potential")]
+    by_codes = judge.yes_no_probs_of_codes(codes, questions)
+    by_pixels = judge.yes_no_probs(generator.decode(codes), questions)
+    assert all(torch.equal(a, b) for a, b in zip(by_codes, by_pixels))
+    coded = verifiers.CodedImages(codes, generator.decode)
+    assert torch.equal(verifiers.ask(judge, "orm", coded[[2, 4]], ["a photo of two stars"] * 2)[0], by_pixels[0][[2, 4]])
+    # another codebook (the judge's tokenizer would not read these pictures back as these codes)
+    other = PatchTokenizer(generator.tokenizer.cfg, generator.tokenizer.codebook.flip(0) * 0.5)
+    assert not judge.reads_codes(other.decode_uint8)
