@@ -322,8 +322,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--order", choices=["mask", "raster", "both"], default="mask",
                         help="both: one file per order, --out must contain {order}")
     parser.add_argument("--suite", choices=sorted(SUITES), default="train")
-    parser.add_argument("--groups", type=int, default=320, help="prompts (all of the suite if larger; pool: "
-                        "0 = all)")
+    parser.add_argument("--groups", type=int, default=None, help="prompts (all of the suite if larger); default "
+                        "320, pool: 0 = the whole pool")
     parser.add_argument("--candidates", type=int, default=8, help="paths per prompt")
     parser.add_argument("--groups-per-batch", type=int, default=4, help="prompts per unit of work (one batch)")
     parser.add_argument("--prm-groups", type=int, default=100, help="this many prompts, evenly spread over the "
@@ -342,6 +342,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="the data file; its units are kept in OUT.parts/ while "
                         "the run is under way (a rerun resumes from them)")
     args = parser.parse_args(argv)
+    if args.groups is None:
+        args.groups = 0 if args.suite == "pool" else 320
     if args.order == "both" and "{order}" not in args.out:
         parser.error("--order both writes one file per order: put {order} in --out (e.g. data/{order}_pool.pt)")
     if args.prm_share is not None and not 0 <= args.prm_share <= 1:

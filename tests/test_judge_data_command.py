@@ -49,6 +49,9 @@ def test_pool_suite_is_every_training_prompt_and_no_evaluation_prompt():
     pool = judge_data.pick_records("pool", 0, 0)
     train = load_metadata(judge_data.SUITES["train"])
     assert pool == train and len(pool) > 2700
+    args = judge_data.parse_args(["--suite", "pool", "--out", "x.pt"])  # the command's default: the whole pool
+    assert judge_data.pick_records(args.suite, args.groups, args.seed) == train
+    assert judge_data.parse_args(["--out", "x.pt"]).groups == 320  # the shipped recipe's train suite
     evaluation = {r["prompt"] for r in load_metadata("geneval/prompts/shapes/evaluation_metadata.jsonl")}
     evaluation |= set((REPO / "geneval/prompts/shapes/generation_prompts.txt").read_text().splitlines())
     assert not {r["prompt"] for r in pool} & evaluation
