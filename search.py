@@ -71,7 +71,7 @@ import torch
 
 from config import SearchConfig
 from generation import refine
-from generation.base import Generator, NonFiniteLogits, seeded_generator
+from generation.base import CodedPreviews, Generator, NonFiniteLogits, seeded_generator
 from reward_models import verifiers
 from reward_models.judge import YesNoJudge
 
@@ -330,6 +330,13 @@ class Candidates:
         order = torch.tensor([k for group in groups for k in group]).argsort()
         return _concat(answers, order)
 
+    def previews(self) -> torch.Tensor | verifiers.CodedImages:
+        """Every row's preview: as codes when the backend has them (``CodedPreviews``), so a judge
+        that reads codes skips the pixel round trip; else as pixels."""
+        if isinstance(self.generator, CodedPreviews):
+            return verifiers.CodedImages(self.generator.preview_codes(self.canvas), self.generator.decode)
+        return self.generator.preview(self.canvas)
+
     def finished_records(self) -> list[list[CandidateRecord]]:
         for record in (r for records in self.records for r in records):
             forwards = record.generator_forwards
@@ -430,7 +437,7 @@ class StepSearch:
         """Score every preview, keep each image's best row, continue all N rows from it."""
         rows = list(range(len(pool.slots)))
         scores = pool.ask(rows, lambda images, prompts: verifiers.prm_scores(self.judge, images, prompts),
-                          pool.generator.preview(pool.canvas))
+                          pool.previews())
         sources = []
         for request in range(len(pool.requests)):
             mine = pool.rows_of(request)
@@ -498,7 +505,7 @@ class Parm:
         pending = [row for row in range(len(pool.slots)) if pool.record(row).clear_step is None]
         if not pending:
             return
-        previews = pool.generator.preview(pool.canvas)[pending]
+        previews = pool.previews()[pending]
         p_yes, p_no = pool.ask(pending, lambda im, pr: verifiers.clarity(self.judge, im, pr), previews)
         clear = []
         for k, row in enumerate(pending):

@@ -13,10 +13,24 @@ against an upstream-style loop.
    memory) against upstream's loop (one candidate at a time, each final written as a PNG,
    read back, and judged alone: upstream orm.py/selector.py). Reports candidates/s of each.
 Both sides run in this process on the same weights; the ratios are the figures to compare.
+3. **Orders and code side by side** (``--against REV``; issue 12 section 2), as ``main.py`` runs it
+   (``run.batch_size // N`` images per policy call): in both orders, best-of-N with the fine-tuned
+   ORM and PARM at N candidates, on this working tree and on a checkout of ``REV`` (a temporary git
+   worktree: the baseline code), each measurement a fresh subprocess, the trees interleaved
+   ``--repeats`` times (medians reported; the CPU may be shared). Prints candidates/s (N x images
+   over best-of-N's wall time), mask/raster ratio, PARM / best-of-N wall time, PARM / best-of-N
+   forwards, and this tree against ``REV``; also checks both trees kept the same images.
+
+    python -m bench.search --against 1328c41 [--prompts 4] [--repeats 2]
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -112,6 +126,74 @@ def print_costs(costs: dict) -> None:
               f" | {row['accuracy']:.3f} |")
 
 
+# ----------------------------------------------------------------------------
+# 3. Orders and code side by side
+
+PRESETS = ("mask", "raster")
+POLICY_NAMES = ("best-of-N", "PARM")
+
+
+def run_child(tree: Path, prompts: int, n: int, overrides: list[str]) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    child = Path(__file__).resolve().with_name("search_child.py")
+    # Loaded by path under its own name, so the tree's modules (search, generation, ...) resolve
+    # from PYTHONPATH=tree, not from bench/.
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('search_child', sys.argv[1]); "
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); module.main(sys.argv[2:])")
+    command = [sys.executable, "-c", code, str(child), "--prompts", str(prompts), "--num-candidates", str(n),
+               *overrides]
+    result = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"measurement in {tree} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def side_by_side(against: str, prompts: int, n: int, repeats: int, overrides: list[str]) -> dict:
+    here = Path(__file__).resolve().parents[1]
+    runs: dict[str, list[dict]] = {"this tree": [], against: []}
+    with tempfile.TemporaryDirectory() as folder:
+        baseline = Path(folder) / "baseline"
+        subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", str(baseline), against], check=True,
+                       capture_output=True)
+        try:
+            for _ in range(repeats):  # interleaved, so load from other processes hits both trees alike
+                runs[against].append(run_child(baseline, prompts, n, overrides))
+                runs["this tree"].append(run_child(here, prompts, n, overrides))
+        finally:
+            subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(baseline)], check=False)
+    return runs
+
+
+def median_of(runs: list[dict], key: str, field: str) -> float:
+    return statistics.median(run[key][field] for run in runs)
+
+
+def print_side_by_side(runs: dict[str, list[dict]], n: int) -> None:
+    trees = list(runs)
+    print("| tree | order | best-of-N s/image | candidates/s | PARM s/image | PARM / best-of-N wall "
+          "| PARM / best-of-N forwards |")
+    print("|---|---|---|---|---|---|---|")
+    summary = {}
+    for tree in trees:
+        for order in PRESETS:
+            bon, parm = (median_of(runs[tree], f"{order} {name}", "seconds") for name in POLICY_NAMES)
+            images = runs[tree][0][f"{order} best-of-N"]["images"]
+            forwards = {name: runs[tree][0][f"{order} {name}"]["forwards"] for name in POLICY_NAMES}
+            summary[tree, order] = {"bon": bon / images, "rate": n * images / bon, "parm": parm / images}
+            print(f"| {tree} | {order} | {bon / images:.2f} | {n * images / bon:.2f} | {parm / images:.2f} "
+                  f"| {parm / bon:.2f} | {forwards['PARM'] / forwards['best-of-N']:.2f} |")
+    for tree in trees:
+        print(f"{tree}: raster / mask candidates/s = "
+              f"{summary[tree, 'raster']['rate'] / summary[tree, 'mask']['rate']:.2f}x (target <= 2)")
+    base, new = trees[1], trees[0]
+    for order in PRESETS:
+        print(f"{order}: this tree vs {base}: best-of-N {summary[base, order]['bon'] / summary[new, order]['bon']:.2f}x"
+              f" faster, PARM {summary[base, order]['parm'] / summary[new, order]['parm']:.2f}x faster")
+    same = all(run[key]["digest"] == runs[trees[0]][0][key]["digest"] for tree in trees for run in runs[tree]
+               for key in run)
+    print(f"kept images identical across trees and repeats: {same}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/shapes.yaml")
@@ -120,8 +202,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--speed-only", action="store_true", help="only part 2 (any judge weights of the "
                         "right architecture time the same)")
+    parser.add_argument("--against", default=None, help="part 3 only: this tree against git revision REV")
+    parser.add_argument("--repeats", type=int, default=2, help="part 3: interleaved runs of each tree")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_args(argv)
+    if args.against:
+        print(f"machine: {machine()}")
+        print(f"{args.prompts} prompts, one image each, N={args.num_candidates}, {args.repeats} interleaved repeats")
+        print_side_by_side(side_by_side(args.against, args.prompts, args.num_candidates, args.repeats,
+                                        args.overrides), args.num_candidates)
+        return
     cfg = load_config(args.config, [f"run.device={args.device}", f"run.search_num={args.num_candidates}",
                                     *args.overrides])
     cfg = replace(cfg, run=replace(cfg.run, batch_size=max(cfg.run.batch_size, args.num_candidates)))

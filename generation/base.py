@@ -10,7 +10,7 @@ backend of ``generation.GENERATORS`` implements every member below; nothing is p
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -76,6 +76,21 @@ class Generator(Protocol):
         greedy (argmax of the guided logits) decoding of the codes not yet decoded, on a copy of the
         canvas, its forwards counted in ``num_forwards`` (FR-TTS, arXiv 2512.00438: judge a prefix by
         the image it completes to). After the last step it is the final image."""
+        ...
+
+
+@runtime_checkable
+class CodedPreviews(Protocol):
+    """What a backend offers when its previews are pictures of codes (the shapes generator): the
+    codes and the decoder, so a judge that reads codes takes them without re-tokenising pixels
+    (``reward_models.verifiers.CodedImages``). ``decode(preview_codes(c))`` equals ``preview(c)``."""
+
+    def preview_codes(self, canvas: Canvas) -> torch.Tensor:
+        """``long [B, N]`` codes of every row's preview."""
+        ...
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``uint8 [B, 3, H, W]`` pictures of ``codes``."""
         ...
 
 

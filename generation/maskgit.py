@@ -42,7 +42,10 @@ def per_row_uniform(shape: tuple[int, ...], generators: list[torch.Generator], d
     """
     device = torch.device(device)
     if device.type == "cpu":
-        return torch.stack([torch.rand(shape, generator=g) for g in generators])
+        out = torch.empty((len(generators), *shape))
+        for row, g in zip(out, generators):  # drawn in place: the same values as a stack of draws, no copy
+            torch.rand(shape, generator=g, out=row)
+        return out
     rows = []
     for g in generators:
         seed = int(torch.randint(0, 2 ** 63 - 1, (), generator=g))
@@ -84,12 +87,31 @@ def maskgit_step(logits: torch.Tensor, tokens: torch.Tensor, mask_id: int, step:
     """One mask-predict step: ``(next tokens with [MASK]s, full sample)``, both ``long [B, N]``.
 
     ``logits [B, N, K]`` are already guided; ``tokens [B, N]`` hold ``mask_id`` where unknown.
+    Equivalent to ``masked_step(logits[unknown], ...)``, which backends that compute logits only
+    at the unknown positions call directly.
     """
-    probs = finite_logits(logits).float().softmax(-1)
     unknown = tokens == mask_id
-    sampled = torch.where(unknown, sample_codes(logits, generators), tokens)
-    chosen = probs.gather(-1, sampled[..., None]).squeeze(-1)
-    chosen = torch.where(unknown, chosen, torch.finfo(chosen.dtype).max)  # committed: never re-masked
+    return masked_step(logits[unknown], tokens, mask_id, step, num_steps, temperature, generators)
+
+
+def masked_step(unknown_logits: torch.Tensor, tokens: torch.Tensor, mask_id: int, step: int, num_steps: int,
+                temperature: float, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``maskgit_step`` from the guided logits ``[U, K]`` of the unknown positions only (row-major).
+
+    Committed positions keep their codes and are never re-masked, so their samples are never
+    used: only the ``U`` unknown positions are drawn, softmaxed and ranked. Every row still draws
+    its full ``[N, K]`` uniform block from its generator, so each stream advances exactly as when
+    every position was sampled and the images stay a function of the seed alone.
+    """
+    unknown = tokens == mask_id
+    rows, cols = unknown.nonzero(as_tuple=True)
+    logits = finite_logits(unknown_logits).float()
+    uniform = per_row_uniform((tokens.shape[1], logits.shape[-1]), generators, logits.device)
+    codes = (logits.log_softmax(-1) + gumbel(uniform[rows, cols])).argmax(-1)
+    sampled = tokens.clone()
+    sampled[rows, cols] = codes
+    chosen = torch.full(tokens.shape, torch.finfo(logits.dtype).max, device=logits.device)  # committed: never re-masked
+    chosen[rows, cols] = logits.softmax(-1).gather(-1, codes[:, None]).squeeze(-1)
     num_masked = mask_length(tokens.shape[1], step, num_steps, unknown)
     noise = gumbel(per_row_uniform((tokens.shape[1],), generators, logits.device))
     confidence = torch.log(chosen) + temperature * noise

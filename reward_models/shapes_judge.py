@@ -138,6 +138,7 @@ class ShapesJudge:
         self.model, self.text, self.tokenizer = load_judge(folder)
         self.model.to(self.device)
         self.tokenizer.to(self.device)
+        self._reads_codes: dict = {}
 
     @torch.inference_mode()
     def yes_no_probs(self, images: torch.Tensor, questions: list[Question]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,6 +146,40 @@ class ShapesJudge:
         if unknown:
             raise ValueError(f"this shapes judge was trained for {self.model.cfg.kinds}, not {unknown}")
         return score_in_batches(self._score, images, questions, self.batch_size)
+
+    @torch.inference_mode()
+    def yes_no_probs_of_codes(self, codes: torch.Tensor, questions: list[Question]
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``yes_no_probs`` of the pictures of ``codes`` (``long [B, N]``) when ``reads_codes`` holds for
+        their decoder: the same chunks, the same numbers, without the pixel round trip."""
+        if len(codes) != len(questions):
+            raise ValueError(f"one question per code row: got {len(questions)} questions for {len(codes)} rows")
+        step = max(self.batch_size, 1)
+        parts = [self._score_codes(codes[start:start + step].to(self.device), questions[start:start + step])
+                 for start in range(0, len(questions), step)]
+        return torch.cat([yes for yes, _ in parts]), torch.cat([no for _, no in parts])
+
+    def reads_codes(self, decode) -> bool:
+        """Whether this judge's tokenizer reads ``decode(c)`` back as ``c`` for every code of its codebook.
+
+        Encoding and decoding act patch by patch, so checking each code once settles every image.
+        The answer is kept per decoder.
+        """
+        known = self._reads_codes.get(decode)
+        if known is None:
+            size = self.tokenizer.cfg.codebook_size
+            per_image = self.tokenizer.cfg.num_tokens
+            codes = torch.arange(-(-size // per_image) * per_image, device=self.device) % size
+            codes = codes.view(-1, per_image)
+            try:
+                pictures = decode(codes)
+                known = (pictures.dtype == torch.uint8 and tuple(pictures.shape[1:]) ==
+                         (3, self.tokenizer.cfg.image_size, self.tokenizer.cfg.image_size)
+                         and torch.equal(self.tokenizer.encode(pictures.to(self.device)), codes))
+            except (IndexError, RuntimeError):  # another codebook: a code out of its range
+                known = False
+            self._reads_codes[decode] = known
+        return known
 
     @property
     def can_reflect(self) -> bool:
@@ -165,9 +200,15 @@ class ShapesJudge:
                 for c, r in zip(critique.argmax(-1), region)]
 
     def _score(self, images: torch.Tensor, questions: list[Question]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._score_codes(self.tokenizer.encode(images.to(self.device)), questions)
+
+    def _score_codes(self, codes: torch.Tensor, questions: list[Question]) -> tuple[torch.Tensor, torch.Tensor]:
+        unknown = sorted({q.kind for q in questions} - set(self.model.cfg.kinds))
+        if unknown:
+            raise ValueError(f"this shapes judge was trained for {self.model.cfg.kinds}, not {unknown}")
         kinds = torch.tensor([self.model.cfg.kinds.index(q.kind) for q in questions], device=self.device)
         text = self.text.encode([q.prompt for q in questions]).to(self.device)
-        probs = self.model(kinds, text, self.tokenizer.encode(images.to(self.device))).float().softmax(-1).cpu()
+        probs = self.model(kinds, text, codes).float().softmax(-1).cpu()
         return probs[:, 0], probs[:, 1]
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -78,13 +78,63 @@ def judge_config(reward: JudgeConfig, checkpoints: dict[str, str], policy: str) 
 
 
 # ----------------------------------------------------------------------------
+# Pictures a judge may read as codes
+
+@dataclass
+class CodedImages:
+    """Pictures held as the generator's codes and its ``decode`` (``long [B, N]`` -> ``uint8 [B, 3, H, W]``).
+
+    Search policies pass previews this way when the backend has their codes: a judge that reads
+    every code's picture back as that code (``CodeReadingJudge``) then takes the codes as they are
+    instead of re-tokenising pixels; any other judge gets ``pixels()``. The answers are the same.
+    """
+
+    codes: torch.Tensor
+    decode: Callable[[torch.Tensor], torch.Tensor]
+
+    def __getitem__(self, index) -> "CodedImages":
+        return CodedImages(self.codes[index], self.decode)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def pixels(self) -> torch.Tensor:
+        return self.decode(self.codes)
+
+
+class CodeReadingJudge(YesNoJudge, Protocol):
+    """A judge that tokenises images into codes before reading them (the shapes judges)."""
+
+    def reads_codes(self, decode: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+        """Whether the judge reads ``decode(c)`` back as ``c`` for every code ``c``, so that
+        ``yes_no_probs_of_codes(c, q) == yes_no_probs(decode(c), q)``."""
+        ...
+
+    def yes_no_probs_of_codes(self, codes: torch.Tensor, questions: list[Question]
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
+
+
+def reads_codes(judge: YesNoJudge, decode: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    method = getattr(judge, "reads_codes", None)
+    return callable(method) and callable(getattr(judge, "yes_no_probs_of_codes", None)) and bool(method(decode))
+
+
+# ----------------------------------------------------------------------------
 # Questions
 
-def ask(judge: YesNoJudge, kind: str, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def ask(judge: YesNoJudge, kind: str, images: torch.Tensor | CodedImages, prompts: list[str]
+        ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(p_yes, p_no)``, float ``[B]``, of question ``kind`` about ``images[i]`` and ``prompts[i]``."""
     if not prompts:
         return torch.zeros(0), torch.zeros(0)
-    p_yes, p_no = judge.yes_no_probs(images, [Question(kind, prompt) for prompt in prompts])
+    questions = [Question(kind, prompt) for prompt in prompts]
+    if isinstance(images, CodedImages):
+        if reads_codes(judge, images.decode):
+            p_yes, p_no = judge.yes_no_probs_of_codes(images.codes, questions)
+            return p_yes.float().cpu(), p_no.float().cpu()
+        images = images.pixels()
+    p_yes, p_no = judge.yes_no_probs(images, questions)
     return p_yes.float().cpu(), p_no.float().cpu()
 
 

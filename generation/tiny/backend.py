@@ -15,7 +15,7 @@ import torch
 from generation.base import check_finished, check_restart_inputs, clone_generators, decided_now, decision_stats, \
     empty_token_stats, finite_logits
 from generation.config import GenerationConfig
-from generation.maskgit import guided_logits, maskgit_step, per_row_uniform, gumbel, step_temperature
+from generation.maskgit import guided_logits, masked_step, per_row_uniform, gumbel, step_temperature
 from generation.refine import resume_step
 from generation.tiny.model import TinyT2I
 from shapes.word_tokenizer import WordTokenizer
@@ -34,11 +34,18 @@ class MaskCanvas:
     temperature: float
     token_stats: torch.Tensor  # float [B, 4], generation.base.Canvas.token_stats
     step_index: int = 0
+    prefix: list[dict] | None = field(default=None, repr=False)
+    """Per layer, the K/V of the prompt prefix ``[2B, H, P, hd]`` (conditional rows, then guidance
+    rows), cached by the first step; ``None`` until then (``TinyT2I.mask_hidden``)."""
 
     def select(self, index: torch.Tensor) -> "MaskCanvas":
+        prefix = None
+        if self.prefix is not None:
+            both = torch.cat([index, index + len(self.text)])  # guidance rows follow their candidate
+            prefix = [{"k": c["k"][both], "v": c["v"][both]} for c in self.prefix]
         return replace(self, text=self.text[index], tokens=self.tokens[index], sampled=self.sampled[index],
                        generators=clone_generators(self.generators, index.tolist()),
-                       token_stats=self.token_stats[index])
+                       token_stats=self.token_stats[index], prefix=prefix)
 
 
 @dataclass
@@ -53,7 +60,7 @@ class RasterCanvas:
 
     def select(self, index: torch.Tensor) -> "RasterCanvas":
         both = torch.cat([index, index + len(self.text)])  # guidance rows follow their candidate
-        caches = [{"k": c["k"][both], "v": c["v"][both]} for c in self.caches]
+        caches = [{**c, "k": c["k"][both], "v": c["v"][both]} for c in self.caches]
         return replace(self, text=self.text[index], tokens=self.tokens[index], next_logits=self.next_logits[both],
                        caches=caches, generators=clone_generators(self.generators, index.tolist()),
                        token_stats=self.token_stats[index])
@@ -161,18 +168,24 @@ class TinyGenerator:
 
     def _mask_step(self, canvas: MaskCanvas) -> MaskCanvas:
         b = len(canvas.text)
-        logits = self.model(self._with_uncond(canvas.text), canvas.tokens.repeat(2, 1), "mask")
+        hidden, prefix = self.model.mask_hidden(self._with_uncond(canvas.text), canvas.tokens.repeat(2, 1),
+                                                canvas.prefix)
         self.num_forwards += b
-        cond, uncond = logits[:b], logits[b:]
-        logits = guided_logits(cond, uncond, self.cfg.guidance_scale)
+        # Only unknown positions are sampled (maskgit.masked_step), so only they need logits.
+        unknown = canvas.tokens == self.model.cfg.mask_id
+        logits = self.model.logits_at(hidden[unknown.repeat(2, 1)])
+        cond, uncond = logits[:len(logits) // 2], logits[len(logits) // 2:]
+        guided = guided_logits(cond, uncond, self.cfg.guidance_scale)
         temperature = step_temperature(self.cfg.temperature, canvas.temperature, canvas.step_index,
                                        self.num_steps, self.cfg.temperature_schedule)
-        tokens, sampled = maskgit_step(logits, canvas.tokens, self.model.cfg.mask_id, canvas.step_index,
-                                       self.num_steps, temperature, canvas.generators)
+        tokens, sampled = masked_step(guided, canvas.tokens, self.model.cfg.mask_id, canvas.step_index,
+                                      self.num_steps, temperature, canvas.generators)
+        # Confidence signals of the positions this step committed, summed into their rows.
         decided = decided_now(canvas.tokens, tokens, self.model.cfg.mask_id, canvas.step_index + 1 == self.num_steps)
-        stats = canvas.token_stats + decision_stats(logits, cond, uncond, sampled, decided)
+        per_position = decision_stats(guided, cond, uncond, sampled[unknown], decided[unknown])
+        stats = canvas.token_stats.index_add(0, unknown.nonzero(as_tuple=True)[0], per_position)
         return replace(canvas, tokens=tokens, sampled=sampled, temperature=temperature, token_stats=stats,
-                       step_index=canvas.step_index + 1)
+                       step_index=canvas.step_index + 1, prefix=prefix)
 
     def _raster_step(self, canvas: RasterCanvas) -> RasterCanvas:
         b, grid = len(canvas.text), self.tokenizer.cfg.grid_size

@@ -64,9 +64,15 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.num_heads, d // self.num_heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, L, hd]
         if cache is not None:
-            if "k" in cache:
-                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
-            cache["k"], cache["v"] = k, v
+            if "length" in cache:  # preallocated (``TinyT2I.preallocate``): write in place, read the filled part
+                start, end = cache["length"], cache["length"] + length
+                cache["k"][:, :, start:end], cache["v"][:, :, start:end] = k, v
+                cache["length"] = end
+                k, v = cache["k"][:, :, :end], cache["v"][:, :, :end]
+            else:
+                if "k" in cache:
+                    k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+                cache["k"], cache["v"] = k, v
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         x = x + self.proj(attn.transpose(1, 2).reshape(b, length, d))
         return x + self.mlp(self.norm2(x))
@@ -126,18 +132,56 @@ class TinyT2I(nn.Module):
         allowed = attention_pattern(self.cfg, task).to(x.device)
         return self.run(x, allowed)[:, self.cfg.prefix_len:]
 
+    def mask_hidden(self, text_ids: torch.Tensor, image_ids: torch.Tensor, prefix: list[dict] | None
+                    ) -> tuple[torch.Tensor, list[dict]]:
+        """Final hidden states ``[B, N, D]`` of the image slots in mask order, and the prefix's K/V.
+
+        The prefix attends only to itself, so its keys and values are the same at every
+        mask-predict step: ``prefix=None`` runs the full sequence (exactly ``forward``'s
+        arithmetic) and returns them; given, only the image slots run, attending to the cached
+        prefix. Both give ``forward``'s numbers: the prefix is computed over the full-length
+        masked sequence once, as every step would compute it.
+        """
+        p = self.cfg.prefix_len
+        if prefix is None:
+            x = torch.cat([self.embed_prefix(text_ids, "mask"), self.embed_image(image_ids)], 1)
+            caches = [{} for _ in self.blocks]
+            for block, cache in zip(self.blocks, caches):
+                x = block(x, attention_pattern(self.cfg, "mask").to(x.device), cache)
+            prefix = [{"k": c["k"][:, :, :p], "v": c["v"][:, :, :p]} for c in caches]
+            return x[:, p:], prefix
+        x = self.embed_image(image_ids)
+        allowed = torch.ones(x.shape[1], p + x.shape[1], dtype=torch.bool, device=x.device)
+        for block, cache in zip(self.blocks, prefix):
+            x = block(x, allowed, dict(cache))  # a copy: the cached prefix is never extended
+        return x, prefix
+
+    def logits_at(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over codes of hidden states ``[..., D]`` (the head of ``run``)."""
+        return self.head(self.norm(hidden))
+
     def raster_prefill(self, text_ids: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
         """Logits ``[B, K]`` for code 0 and the KV caches after the prefix and ``[BOI]``."""
         boi = torch.full((len(text_ids), 1), self.cfg.boi_id, dtype=torch.long, device=text_ids.device)
         x = torch.cat([self.embed_prefix(text_ids, "raster"), self.embed_image(boi)], 1)
         allowed = attention_pattern(self.cfg, "raster")[:x.shape[1], :x.shape[1]].to(x.device)
         caches = [{} for _ in self.blocks]
-        return self.run(x, allowed, caches)[:, -1], caches
+        logits = self.run(x, allowed, caches)[:, -1]
+        return logits, [self.preallocate(cache) for cache in caches]
+
+    def preallocate(self, cache: dict) -> dict:
+        """``cache`` copied into K/V buffers of the full sequence length, so each decoded token writes
+        its K/V in place instead of concatenating the whole cache again (quadratic copying)."""
+        b, h, filled, hd = cache["k"].shape
+        size = self.cfg.prefix_len + self.cfg.num_image_tokens
+        k, v = (cache[key].new_empty(b, h, size, hd) for key in ("k", "v"))
+        k[:, :, :filled], v[:, :, :filled] = cache["k"], cache["v"]
+        return {"k": k, "v": v, "length": filled}
 
     def raster_next(self, codes: torch.Tensor, slot: int, caches: list[dict]) -> torch.Tensor:
         """Feed code ``slot-1`` (``codes [B]``) at image slot ``slot``; logits ``[B, K]`` for code ``slot``."""
         x = self.embed_image(codes[:, None], start=slot)
-        allowed = torch.ones(1, caches[0]["k"].shape[2] + 1, dtype=torch.bool, device=x.device)
+        allowed = torch.ones(1, _cached_length(caches[0]) + 1, dtype=torch.bool, device=x.device)
         return self.run(x, allowed, caches)[:, -1]
 
     def save(self, directory: str | Path) -> None:
@@ -155,3 +199,7 @@ class TinyT2I(nn.Module):
         model = cls(TinyConfig(**json.loads((directory / "config.json").read_text())))
         model.load_state_dict(load_file(directory / "model.safetensors"))
         return model.eval()
+
+
+def _cached_length(cache: dict) -> int:
+    return cache["length"] if "length" in cache else cache["k"].shape[2]
