@@ -29,13 +29,12 @@ so callers refine one image per call for an exact per-image schedule.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
 
 from generation.base import check_restart_inputs
-from generation.maskgit import step_temperature
+from generation.maskgit import scheduled_mask_count, step_temperature
 from generation.tiny.backend import MaskCanvas, RasterCanvas, TinyGenerator
 
 
@@ -83,7 +82,7 @@ def resume_step(num_tokens: int, num_steps: int, num_unknown: int) -> int:
     ``s - 1`` re-masks, ``generation/maskgit.py::mask_length``); step 0 starts with all ``N``.
     """
     def unknown_at(step: int) -> int:
-        return num_tokens if step == 0 else math.floor(num_tokens * math.cos(math.pi / 2 * step / num_steps))
+        return num_tokens if step == 0 else scheduled_mask_count(num_tokens, step, num_steps)  # float32, as upstream
 
     return max(step for step in range(num_steps) if unknown_at(step) >= num_unknown)
 
