@@ -2,8 +2,8 @@
 
 One step (Show-o ``models/modeling_showo.py::t2i_generate`` and ``models/sampling.py``):
 sample every position from the guided distribution, keep committed positions, then re-mask
-the ``floor(N * cos(pi/2 * (s+1)/T))`` least confident new positions (at least 1, at most all
-but one still unknown), where confidence is ``log p + temperature * Gumbel``. The final image
+the ``floor(N * cos(pi/2 * (s+1)/T))`` least confident new positions (float32, as upstream:
+``scheduled_mask_count``; at least 1, at most all but one still unknown), where confidence is ``log p + temperature * Gumbel``. The final image
 is the full sample of the last step, so every position is filled.
 
 Randomness: each row draws from its own ``torch.Generator`` so a candidate's image depends
@@ -64,10 +64,25 @@ def sample_codes(logits: torch.Tensor, generators: list[torch.Generator]) -> tor
     return (logits.float().log_softmax(-1) + noise).argmax(-1)
 
 
+def scheduled_mask_count(num_tokens: int, done: int, num_steps: int) -> int:
+    """``floor(N * cos(pi/2 * done/T))``, the cosine schedule's masked count after ``done`` of ``T`` steps,
+    computed in the dtypes upstream uses, since the float rounding decides the integer.
+
+    Show-o ``models/modeling_showo.py::t2i_generate`` (L157-166): ``ratio = 1.0 * (step + 1) / timesteps``
+    (Python float), ``mask_ratio = noise_schedule(torch.tensor(ratio))`` (float32, the default dtype; CPU) with
+    ``models/sampling.py::cosine_schedule`` (L39-40) ``torch.cos(t * math.pi * 0.5)``, then
+    ``(num_vq_tokens * mask_ratio).floor()`` in float32. At ratio 2/3 float32 gives
+    ``cos = 0.49999997`` where float64 ``math.cos`` gives ``0.5000000000000001``: upstream re-masks
+    ``floor(256 * 0.49999997) = 127`` at step 11 of 18, not 128. (Image-Generation-CoT's
+    ``baseline.py`` L206 copies the same lines.)
+    """
+    mask_ratio = torch.cos(torch.tensor(done / num_steps, dtype=torch.float32) * math.pi * 0.5)
+    return int((num_tokens * mask_ratio).floor())
+
+
 def mask_length(num_tokens: int, step: int, num_steps: int, unknown: torch.Tensor) -> torch.Tensor:
     """``long [B]`` positions to re-mask after step ``step`` (Show-o's clamp to [1, unknown-1])."""
-    ratio = (step + 1) / num_steps
-    target = math.floor(num_tokens * math.cos(math.pi / 2 * ratio))
+    target = scheduled_mask_count(num_tokens, step + 1, num_steps)
     remaining = unknown.sum(-1) - 1
     return torch.clamp(torch.minimum(remaining, torch.full_like(remaining, target)), min=1)
 

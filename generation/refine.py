@@ -27,11 +27,10 @@ needing the most work, so callers refine one image per call for an exact per-ima
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from generation.base import Generator
+from generation.maskgit import scheduled_mask_count
 
 
 def regenerate(generator: Generator, prompts: list[str], tokens: torch.Tensor, flagged: torch.Tensor,
@@ -50,6 +49,6 @@ def resume_step(num_tokens: int, num_steps: int, num_unknown: int) -> int:
     ``s - 1`` re-masks, ``generation/maskgit.py::mask_length``); step 0 starts with all ``N``.
     """
     def unknown_at(step: int) -> int:
-        return num_tokens if step == 0 else math.floor(num_tokens * math.cos(math.pi / 2 * step / num_steps))
+        return num_tokens if step == 0 else scheduled_mask_count(num_tokens, step, num_steps)  # float32, as upstream
 
     return max(step for step in range(num_steps) if unknown_at(step) >= num_unknown)

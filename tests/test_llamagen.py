@@ -240,6 +240,22 @@ def test_guidance_and_interval(weights):
     assert gen.guided_logits(logits, 2).tolist() == [[2.0, -1.0]]  # i = 1 > cfg_interval: conditional
 
 
+def test_integer_decisions_match_upstream_literally(weights):
+    # Every integer LlamaGen decides is exact arithmetic, as in upstream: generate.py's
+    # decode_n_tokens (L111-114) compares the int i with the int cfg_interval (sample_t2i.py passes
+    # none, so -1; our config rejects floats), generate() (L128, L138) guides iff the float
+    # cfg_scale > 1.0, and a step is rows_per_step whole rows (no float enters a block boundary).
+    gen = make(weights, options=dict(cfg_interval=3))
+    logits = torch.tensor([[2.0, -1.0], [1.0, 1.0]])
+    guided = [slot for slot in range(16) if gen.guided_logits(logits, slot).tolist() != [[2.0, -1.0]]]
+    assert guided == [0, 1, 2, 3, 4]  # prefill's token 0, then decode i = 0..3 (tokens 1..4)
+    assert make(weights, guidance_scale=1e-17).halves == 1  # 1 + 1e-17 == 1.0: generate() does not guide
+    assert make(weights, guidance_scale=1e-15).halves == 2
+    gen = make(weights, rows_per_step=1)  # 4x4 grid: step k writes slots 4k .. 4k+3
+    canvas = gen.step(gen.step(gen.start(PROMPTS[:1], generators(1))))
+    assert ((canvas.tokens >= 0).nonzero()[:, 1]).tolist() == list(range(8))
+
+
 # -- the protocol ----------------------------------------------------------------------------------
 def test_select_mid_way_continues_the_same_paths(weights):
     gen = make(weights, rows_per_step=1)

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from generation.maskgit import (guided_logits, mask_length, maskgit_step, sample_codes, step_temperature)
+from generation.maskgit import (guided_logits, mask_length, maskgit_step, sample_codes, scheduled_mask_count,
+                                step_temperature)
 
 
 def test_mask_length_follows_cosine_schedule_and_show_o_clamp():
@@ -17,6 +18,21 @@ def test_mask_length_follows_cosine_schedule_and_show_o_clamp():
     few = torch.zeros(1, 16, dtype=torch.bool)
     few[0, :3] = True
     assert mask_length(16, 0, 4, few).tolist() == [2]
+
+
+def test_mask_count_is_upstream_float32_cosine():
+    # Literal values of Show-o's t2i_generate (models/modeling_showo.py L157-166, float32
+    # torch.cos): at ratio 2/3, cos = 0.49999997 in float32, so 256 -> 127 and 16 -> 7, where
+    # float64 math.cos (0.5000000000000001) would give 128 and 8.
+    unknown = torch.ones(1, 256, dtype=torch.bool)
+    assert mask_length(256, 11, 18, unknown).tolist() == [127]  # the paper's setting: 256 tokens, T = 18
+    assert mask_length(16, 7, 12, torch.ones(1, 16, dtype=torch.bool)).tolist() == [7]
+    assert mask_length(64, 7, 12, torch.ones(1, 64, dtype=torch.bool)).tolist() == [31]  # shapes world: 8x8, T = 12
+    assert (scheduled_mask_count(256, 12, 18), scheduled_mask_count(16, 8, 12)) == (127, 7)
+    # where float32 and float64 agree the values are unchanged
+    assert [scheduled_mask_count(256, s, 18) for s in (1, 6, 9, 17)] == [255, 221, 181, 22]
+    assert scheduled_mask_count(16, 12, 12) == -1  # float32 cos(pi/2) = -4.4e-8; mask_length clamps to 1
+    assert mask_length(16, 11, 12, torch.ones(1, 16, dtype=torch.bool)).tolist() == [1]
 
 
 def test_temperature_schedules():

@@ -252,6 +252,8 @@ def test_self_correction_keeps_what_it_should(tiny_weights, order, flagged, unch
     assert not torch.equal(new[region], tokens[region])
     assert (refine.resume_step(64, 4, 64), refine.resume_step(64, 4, 50), refine.resume_step(64, 4, 45),
             refine.resume_step(64, 4, 3)) == (0, 1, 2, 3)
+    # float32 as upstream: step 8 of 12 starts with floor(16 * 0.49999997) = 7 unknown, not 8
+    assert (refine.resume_step(16, 12, 8), refine.resume_step(16, 12, 7)) == (7, 8)
 
 
 # ----------------------------------------------------------------------------

@@ -62,8 +62,9 @@ def reference_t2i_generate(phi, cond_ids, uncond_ids, steps, guidance, temperatu
                                .argmax(-1) for i, g in enumerate(generators)])
         unknown = codes == MASK_ID
         sampled = torch.where(unknown, sampled, codes)
-        ratio = (step + 1) / steps
-        mask_len = torch.tensor([[math.floor(NUM_TOKENS * math.cos(ratio * math.pi / 2))]])
+        ratio = 1.0 * (step + 1) / steps
+        mask_ratio = torch.cos(torch.tensor(ratio) * math.pi * 0.5)  # sampling.py cosine_schedule, float32
+        mask_len = (NUM_TOKENS * mask_ratio).floor().reshape(1, 1)
         mask_len = torch.maximum(torch.tensor([1]), torch.minimum(unknown.sum(-1, keepdim=True) - 1, mask_len))
         selected = probs.gather(-1, sampled[..., None]).squeeze(-1)
         selected = torch.where(unknown, selected, torch.finfo(selected.dtype).max)
@@ -143,6 +144,21 @@ def test_tokens_identical_to_reference_loop(checkpoint, generator, prompts, seed
     assert ((canvas.tokens == generator.mask_code).sum(1) >= 1).all()
     # it is a real sample: rows with different seeds differ
     assert not torch.equal(canvas.sampled[0], canvas.sampled[1])
+
+
+def test_twelve_steps_follow_upstream_float32_schedule(checkpoint):
+    # T = 12 over 16 tokens: at step 7 upstream re-masks floor(16 * float32 cos(pi/3)) = 7, not 8.
+    gen = make_generator(checkpoint, num_steps=12)
+    canvas = gen.start(["a red cat"], seeds(2))
+    for _ in range(8):
+        canvas = gen.step(canvas)
+    assert int((canvas.tokens == gen.mask_code).sum()) == 7
+    for _ in range(4):
+        canvas = gen.step(canvas)
+    with torch.no_grad():
+        expected, _ = reference_t2i_generate(checkpoint["phi"], prompt_ids([1, 4, 6]), prompt_ids([]), 12, 1.75, 1.0,
+                                             seeds(2))
+    assert torch.equal(canvas.sampled, expected)
 
 
 def test_upstream_schedule_carries_temperature_across_two_images(checkpoint):
