@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from geneval.summary import TABLE_COLUMNS, Summary, load_results, summarize
+from geneval.summary import TABLE_COLUMNS, Summary, load_results, overall_standard_error, summarize
 
 
 def trace_totals(outdir: Path) -> dict[str, float | None]:
@@ -63,20 +63,22 @@ def build_rows(specs: list[str], baseline: str | None, oracle: str | None) -> li
         if gain:
             share = (summary.overall - by_name[baseline].overall) / gain
         rows.append({"method": name, "outdir": str(folder), "tags": summary.tag_accuracy,
-                     "overall": summary.overall, "oracle_share": share, "images": summary.total_images,
+                     "overall": summary.overall, "overall_se": overall_standard_error(summary),
+                     "oracle_share": share, "images": summary.total_images,
                      **{k: v for k, v in trace_totals(folder).items() if k != "images"}})
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    header = ["Method", *TABLE_COLUMNS.values(), "Overall", "Share of oracle gain", "Gen. forwards / image",
+    header = ["Method", *TABLE_COLUMNS.values(), "Overall ± SE", "Share of oracle gain", "Gen. forwards / image",
               "Judge calls / image"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         tags = [f"{row['tags'][t]:.2f}" if t in row["tags"] else "-" for t in TABLE_COLUMNS]
         share = "-" if row["oracle_share"] is None else f"{row['oracle_share']:.0%}"
         forwards = "-" if row["generator_forwards"] is None else f"{row['generator_forwards']:.0f}"
-        lines.append("| " + " | ".join([row["method"], *tags, f"**{row['overall']:.3f}**", share, forwards,
+        overall = f"**{row['overall']:.3f}** ± {row['overall_se']:.3f}"
+        lines.append("| " + " | ".join([row["method"], *tags, overall, share, forwards,
                                         f"{row['judge_calls']:.0f}"]) + " |")
     return "\n".join(lines)
 

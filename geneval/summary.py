@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 
@@ -88,8 +89,17 @@ def summarize(records: list[dict]) -> Summary:
     )
 
 
+def overall_standard_error(summary: Summary) -> float:
+    """Standard error of ``overall``: each tag's image accuracy an independent binomial, combined as
+    the overall mean combines them, ``sqrt(sum_t p_t (1 - p_t) / n_t) / T``. Images of one prompt are
+    not independent draws, so this is a lower bound; orderings are claimed only beyond two of them."""
+    variance = sum(p * (1 - p) / summary.tag_counts[tag][1] for tag, p in summary.tag_accuracy.items())
+    return math.sqrt(variance) / len(summary.tag_accuracy)
+
+
 def format_summary(summary: Summary) -> str:
-    """The text summary_scores.py prints, plus a WARNING line when GenEval tags are missing."""
+    """The text summary_scores.py prints, plus the overall's standard error and a WARNING line when
+    GenEval tags are missing."""
     lines = [
         "Summary",
         "=======",
@@ -104,7 +114,8 @@ def format_summary(summary: Summary) -> str:
     for tag, accuracy in summary.tag_accuracy.items():
         num_correct, num_total = summary.tag_counts[tag]
         lines.append(f"{tag:<16} = {accuracy:.2%} ({num_correct} / {num_total})")
-    lines += ["", f"Overall score (avg. over tasks): {summary.overall:.5f}"]
+    lines += ["", f"Overall score (avg. over tasks): {summary.overall:.5f}",
+              f"Standard error of the overall: {overall_standard_error(summary):.5f} (tags as independent binomials)"]
     if summary.missing_tags:
         lines.append(f"WARNING: missing GenEval tags {', '.join(summary.missing_tags)}: the overall score "
                      f"averages only {len(summary.tag_accuracy)} tasks and is not comparable to a full run")

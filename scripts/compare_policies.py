@@ -52,7 +52,7 @@ from generation.base import seeded_generator
 from geneval.compare import trace_totals
 from geneval.layout import atomic_write_text, sample_done
 from geneval.suites import load_metadata, load_prompts
-from geneval.summary import Summary, load_results, summarize
+from geneval.summary import load_results, overall_standard_error, summarize
 from reward_models import build_judge, verifiers
 from reward_models.oracle import GenEvalOracle
 
@@ -69,12 +69,6 @@ CORRELATED = ("prm", "parm", "lookahead", "confidence", "orm_ft")
 
 # ----------------------------------------------------------------------------
 # Statistics
-
-def overall_standard_error(summary: Summary) -> float:
-    """Standard error of the macro-averaged overall (module docstring)."""
-    variance = sum(p * (1 - p) / summary.tag_counts[tag][1] for tag, p in summary.tag_accuracy.items())
-    return math.sqrt(variance) / len(summary.tag_accuracy)
-
 
 def spearman(scores: list[float], verdicts: list[bool]) -> float | None:
     """Spearman's rho; None when either side is constant (undefined)."""

@@ -9,14 +9,14 @@ import math
 import pytest
 
 from conftest import write_shapes_suite
-from geneval.summary import summarize
+from geneval.summary import overall_standard_error, summarize
 from scripts import compare_policies
 
 
 def test_overall_standard_error_by_hand():
     records = [{"tag": t, "correct": c, "metadata": f"{t}{i}"} for i, (t, c) in
                enumerate([("colors", True), ("colors", False), ("counting", True), ("counting", True)])]
-    assert compare_policies.overall_standard_error(summarize(records)) == pytest.approx(math.sqrt(0.25 / 2) / 2)
+    assert overall_standard_error(summarize(records)) == pytest.approx(math.sqrt(0.25 / 2) / 2)
     assert compare_policies.spearman([1, 2, 3], [False, False, True]) == pytest.approx(math.sqrt(3) / 2)
     assert compare_policies.spearman([1, 1, 1], [False, True, True]) is None
 

@@ -86,6 +86,6 @@ def test_compare_table_reports_the_share_of_the_oracle_gain(tmp_path, capsys):
     assert rows[1]["oracle_share"] == pytest.approx(1 / 3)
     assert rows[1]["generator_forwards"] == 24 and rows[1]["judge_calls"] == 2
     table = compare.markdown(rows)
-    assert "| ORM | - | - | 0.50 | 0.50 | - | - | **0.500** | 33% | 24 | 2 |" in table
+    assert "| ORM | - | - | 0.50 | 0.50 | - | - | **0.500** ± 0.250 | 33% | 24 | 2 |" in table  # SE: sqrt(2 x 0.25 / 2) / 2
     assert compare.main([f"x={tmp_path / 'missing'}"]) == 2
     assert "geneval.evaluate" in capsys.readouterr().err

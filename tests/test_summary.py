@@ -145,13 +145,15 @@ def test_format_summary_matches_upstream_layout():
         "color_attr       = 50.00% (1 / 2)",
         "",
         "Overall score (avg. over tasks): 0.58333",
+        "Standard error of the overall: 0.10206 (tags as independent binomials)",
     ])
     assert format_summary(summarize(full_run())) == expected
 
 
 def test_format_summary_warns_about_missing_tags():
     text = format_summary(summarize([record("colors", "c", True), record("position", "p", False)]))
-    assert text.splitlines()[-2] == "Overall score (avg. over tasks): 0.50000"
+    assert text.splitlines()[-3] == "Overall score (avg. over tasks): 0.50000"
+    assert text.splitlines()[-2] == "Standard error of the overall: 0.00000 (tags as independent binomials)"
     assert text.splitlines()[-1].startswith(
         "WARNING: missing GenEval tags single_object, two_object, counting, color_attr: "
         "the overall score averages only 2 tasks")
