@@ -9,7 +9,7 @@ import pytest
 from geneval.detectors.agreement import compare_verdicts, main
 from geneval.layout import write_metadata, write_sample
 from shapes.render import render, sample_scene
-from tests.test_evaluate import _one_record_per_tag
+from evaluate_fixtures import one_record_per_tag
 
 
 def _record(name, tag, correct):
@@ -34,7 +34,7 @@ def test_compare_verdicts_counts_flips_per_tag():
 def test_command_scores_both_settings_and_reports(tmp_path, capsys):
     outdir = tmp_path / "out"
     rng = np.random.default_rng(0)
-    for index, metadata in enumerate(_one_record_per_tag()):
+    for index, metadata in enumerate(one_record_per_tag()):
         write_metadata(outdir, index, metadata)
         for sample in range(2):
             write_sample(outdir, index, sample, render(sample_scene(metadata, rng)))

@@ -22,10 +22,10 @@ import torch
 from safetensors.torch import load_file
 
 from dpo.train import TrainConfig
-from test_dpo_backends import janus_case, llamagen_case, showo_case, janus_weights  # noqa: F401
-from test_dpo_train import pair_file  # noqa: F401  (fixture)
-from test_llamagen import weights as llamagen_weights  # noqa: F401  (fixture)
-from test_showo import checkpoint  # noqa: F401  (fixture)
+from dpo_fixtures import janus_case, llamagen_case, pair_file, showo_case  # noqa: F401  (pair_file: fixture)
+from janus_fixtures import weights as janus_weights  # noqa: F401  (fixture)
+from llamagen_fixtures import weights as llamagen_weights  # noqa: F401  (fixture)
+from showo_fixtures import checkpoint  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 5e-4

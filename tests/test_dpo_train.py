@@ -13,20 +13,9 @@ from dpo.train import TrainConfig, global_batch_indices, learning_rate, rank_bat
 from generation.base import run_to_end, seeded_generator
 from generation.config import GenerationConfig
 from generation.tiny.backend import TinyGenerator
+from dpo_fixtures import pair_file  # noqa: F401  (fixture: 12 pairs for the tiny shapes model)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def pair_file(tmp_path_factory):
-    gen = torch.Generator().manual_seed(0)
-    prompts = ["a photo of a circle", "a photo of a red square", "a photo of two crosses"]
-    records = [{"prompt": prompts[i % 3], "chosen": torch.randint(0, 1291, (64,), generator=gen).tolist(),
-                "rejected": torch.randint(0, 1291, (64,), generator=gen).tolist(), "weight": 0.5 + (i % 2)}
-               for i in range(12)]
-    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 def config(pair_file, tiny_weights, out, **overrides) -> TrainConfig:

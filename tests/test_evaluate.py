@@ -21,65 +21,13 @@ from geneval.config import GenEvalConfig
 from geneval.detection import COLORS, Detection
 from geneval.detectors import build_detector
 from geneval.evaluate import load_config, main, run_evaluation
-from geneval.layout import prompt_dir, write_metadata, write_sample
+from geneval.layout import write_sample
 from shapes.detect import quantize_colors
 from shapes.render import render, sample_scene
+from evaluate_fixtures import IMAGES_PER_PROMPT, TAGS, make_outdir, one_record_per_tag
 
 REPO = Path(__file__).resolve().parents[1]
-SHAPES_METADATA = REPO / "geneval" / "prompts" / "shapes" / "evaluation_metadata.jsonl"
 OFFICIAL_FIELDS = ["filename", "tag", "prompt", "correct", "reason", "metadata", "details"]
-TAGS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
-IMAGES_PER_PROMPT = 2
-
-
-def _one_record_per_tag() -> list[dict]:
-    records = [json.loads(line) for line in SHAPES_METADATA.read_text().splitlines()]
-    return [next(r for r in records if r["tag"] == tag) for tag in TAGS]
-
-
-def _single_object_of_other_class(metadata: dict) -> dict:
-    records = [json.loads(line) for line in SHAPES_METADATA.read_text().splitlines()]
-    return next(r for r in records if r["tag"] == "single_object" and r["include"] != metadata["include"])
-
-
-def make_outdir(root: Path) -> dict:
-    """An OUTDIR with 6 good prompts x 2 images, a wrong image, a corrupt PNG and bad folders.
-
-    Returns what the results must say: scored filenames, the wrong image, the error filenames.
-    """
-    outdir = root / "out"
-    rng = np.random.default_rng(0)
-    records = _one_record_per_tag()
-    for index, metadata in enumerate(records):
-        write_metadata(outdir, index, metadata)
-        for sample in range(IMAGES_PER_PROMPT):
-            write_sample(outdir, index, sample, render(sample_scene(metadata, rng)))
-    # Prompt 6 in a 4-digit folder with indented metadata (both occur in the wild).
-    metadata = records[0]
-    folder6 = outdir / "0006"
-    (folder6 / "samples").mkdir(parents=True)
-    (folder6 / "metadata.jsonl").write_text(json.dumps(metadata, indent=4))
-    wrong_scene = sample_scene(_single_object_of_other_class(metadata), rng)
-    write_sample(outdir, 6, 0, render(sample_scene(metadata, rng)))
-    os.replace(prompt_dir(outdir, 6) / "samples" / "0000.png", folder6 / "samples" / "0000.png")
-    write_sample(outdir, 6, 1, render(wrong_scene))  # shows another shape than the prompt asks
-    os.replace(prompt_dir(outdir, 6) / "samples" / "0001.png", folder6 / "samples" / "0001.png")
-    prompt_dir(outdir, 6).joinpath("samples").rmdir()
-    prompt_dir(outdir, 6).rmdir()
-    (folder6 / "samples" / "0002.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    good_png = (folder6 / "samples" / "0000.png").read_bytes()
-    (folder6 / "samples" / "0003.png").write_bytes(good_png[:len(good_png) // 2])  # a killed non-atomic writer
-    (folder6 / "samples" / "grid.png").write_bytes(b"ignored, like upstream")
-    # A folder with malformed metadata, and a folder that is not a prompt folder at all.
-    (outdir / "00007" / "samples").mkdir(parents=True)
-    (outdir / "00007" / "metadata.jsonl").write_text("{not json")
-    (outdir / "junk").mkdir()
-    scored = [os.path.join(str(outdir), f"{i:05d}", "samples", f"{s:04d}.png")
-              for i in range(len(records)) for s in range(IMAGES_PER_PROMPT)]
-    scored += [os.path.join(str(outdir), "0006", "samples", name) for name in ("0000.png", "0001.png")]
-    return {"outdir": outdir, "scored": scored, "wrong": scored[-1], "metadata6": metadata,
-            "errors": [os.path.join(str(outdir), "0006", "samples", name) for name in ("0002.png", "0003.png")]
-            + [str(outdir / "00007")]}
 
 
 def _run(outdir: Path, *extra: str) -> None:
@@ -161,7 +109,7 @@ def test_rerun_uses_the_cache_and_writes_the_same_file(data, monkeypatch):
     cache_dir = next((outdir / ".geneval_cache").glob("shapes-*"))
     (cache_dir / "00001" / "0000.png.json").unlink()
     rng = np.random.default_rng(5)
-    write_sample(outdir, 0, 1, render(sample_scene(_one_record_per_tag()[0], rng)))
+    write_sample(outdir, 0, 1, render(sample_scene(one_record_per_tag()[0], rng)))
     with pytest.warns(UserWarning, match="junk"):
         report = run_evaluation(outdir, GenEvalConfig(detector="shapes"))
     assert (counter.images, report.num_detected, report.num_cached) == (2, 2, 12)

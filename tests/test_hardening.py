@@ -2,7 +2,7 @@
 before anything is written, NaN logits stopping the run, user errors as one line with exit 2
 (main.py, the evaluator, torchrun), prompt files compared by content, Ctrl-C, prompt subsets.
 
-The generator is the tiny random shapes-world model of ``test_runner.py`` (deterministic noise).
+The generator is the tiny random shapes-world model of ``runner_fixtures.py`` (deterministic noise).
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import torch
 import main as runner
 from geneval import evaluate
 from outdir_lock import LOCK_FILE, OutdirLock
-from test_evaluate import make_outdir
-from test_runner import EVAL_NUM, REPO, command, files, generated, subprocess_env, suite, weights  # noqa: F401
+from evaluate_fixtures import make_outdir
+from runner_fixtures import EVAL_NUM, REPO, command, files, generated, subprocess_env, suite, weights  # noqa: F401
 
 SLOW = ("--batch_size", "1", "--generation_timesteps", "64")
 """Settings slow enough (one image per batch, 64 steps) to be caught mid-run."""

@@ -3,7 +3,8 @@
 generation/ and reward_models/ never import each other; the evaluator (geneval/) and the shapes
 world (shapes/) import neither of them, nor the policies, dpo/ or training/; search.py (the paper's
 policies) imports neither scaling_policies.py nor the registry policies.py, which stands above both; the recipes in training/
-are imported by nothing outside training/; and nothing imports ``main``.
+are imported by nothing outside training/; and nothing imports ``main``. No test module imports another
+test module (``test_*.py``): shared fixtures live in conftest.py or a helper module (``*_fixtures.py``).
 """
 from __future__ import annotations
 
@@ -61,3 +62,33 @@ def test_the_rule_reader_sees_lazy_imports(tmp_path):
     source = tmp_path / "lazy.py"
     source.write_text("def f():\n    from reward_models.judge import Question\n    import main as runner\n")
     assert imported(source) == {"reward_models", "main"}
+
+
+def imported_test_modules(path: Path) -> set[str]:
+    """Every ``test_*`` module that ``path`` imports, at any depth, as ``test_x`` or ``tests.test_x``."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names if alias.name.split(".")[-1].startswith("test_")}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module.split(".")[-1].startswith("test_"):
+                names.add(module)
+            if module in ("", "tests"):  # ``from tests import test_x``, ``from . import test_x``
+                names |= {f"{module}.{alias.name}".lstrip(".") for alias in node.names
+                          if alias.name.startswith("test_")}
+    return names
+
+
+def test_no_test_module_imports_another():
+    broken = [f"{path.relative_to(REPO)} imports {name}" for path in sorted((REPO / "tests").glob("*.py"))
+              for name in sorted(imported_test_modules(path))]
+    assert not broken, "put shared fixtures in conftest.py or a *_fixtures.py module:\n" + "\n".join(broken)
+
+
+def test_the_test_import_reader_sees_every_spelling(tmp_path):
+    source = tmp_path / "spellings.py"
+    source.write_text("import test_a\nfrom test_b import x\nfrom tests.test_c import y\nfrom tests import test_d\n"
+                      "def f():\n    import tests.test_e as e\nfrom runner_fixtures import test_like_name\n"
+                      "from dpo_fixtures import pair_file\n")
+    assert imported_test_modules(source) == {"test_a", "test_b", "tests.test_c", "tests.test_d", "tests.test_e"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import main as runner
 from outdir_lock import LOCK_FILE
-from test_runner import REPO, command, generated, subprocess_env, suite, weights  # noqa: F401
+from runner_fixtures import REPO, command, generated, subprocess_env, suite, weights  # noqa: F401
 
 import pytest
 
