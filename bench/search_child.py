@@ -38,19 +38,23 @@ def measure_orders(prompts: int, n: int, overrides: list[str]) -> dict:
     import search as policies
     from config import load_config as load
     from generation import build_generator as build
-    from main import load_prompts as read_prompts
+    try:  # this tree: the registry builds a policy with its judge
+        from policies import build_policy
+    except ImportError:  # trees before the registry (e.g. 1328c41): search.POLICIES took (cfg, device)
+        def build_policy(cfg, device):
+            return policies.POLICIES[cfg.run.reward_model](cfg, device)
 
     out = {}
     for order, preset in PRESETS.items():
         cfg = load(preset, [f"run.search_num={n}", *overrides])
         metadata = [json.loads(line) for line in Path(cfg.run.metadata_file).read_text().splitlines() if line.strip()]
-        texts = read_prompts(cfg.run.prompts_file)
+        texts = [line.strip() for line in Path(cfg.run.prompts_file).read_text(encoding="utf-8").splitlines()
+                 if line.strip()]  # one prompt per line, as every tree's loader reads them
         requests = [policies.ImageRequest(texts[p], p, 0) for p in spread(metadata, prompts)]
         per_call = max(1, cfg.run.batch_size // n)  # main.py's chunking
         generator = build(cfg.generation, torch.device("cpu"))
         for name, policy_name in POLICY_NAMES.items():
-            policy = policies.POLICIES[policy_name](replace(cfg, run=replace(cfg.run, reward_model=policy_name)),
-                                                    torch.device("cpu"))
+            policy = build_policy(replace(cfg, run=replace(cfg.run, reward_model=policy_name)), torch.device("cpu"))
             policy(generator, requests[:1], cfg.run.seed)  # warm-up, not timed
             digest, before, start = hashlib.sha256(), generator.num_forwards, time.perf_counter()
             for first in range(0, len(requests), per_call):
