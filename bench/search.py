@@ -43,25 +43,13 @@ from PIL import Image
 import search
 from policies import build_policy
 from bench.generation import machine
+from bench.search_child import spread  # one tag-balanced pick for this tree and the child's
 from config import load_config
 from reward_models.oracle import GenEvalOracle
 from geneval.suites import load_metadata, load_prompts
 from generation import build_generator
 from generation.base import run_to_end, seeded_generator
 from reward_models import build_judge, verifiers
-
-
-def spread(records: list[dict], count: int) -> list[int]:
-    """``count`` prompt indices taking the tags in turn (the suite is sorted by tag)."""
-    by_tag: dict[str, list[int]] = {}
-    for index, record in enumerate(records):
-        by_tag.setdefault(record["tag"], []).append(index)
-    picked, queues = [], [list(q) for q in by_tag.values()]
-    while len(picked) < count and any(queues):
-        for queue in queues:
-            if queue and len(picked) < count:
-                picked.append(queue.pop(0))
-    return sorted(picked)
 
 
 def timed_policy(policy, generator, requests, seed: int) -> tuple[list, float, int]:

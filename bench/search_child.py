@@ -19,7 +19,7 @@ POLICY_NAMES = {"best-of-N": "orm_ft", "PARM": "parm"}
 
 
 def spread(records: list[dict], count: int) -> list[int]:
-    """``count`` prompt indices taking the tags in turn (as ``bench.search.spread``)."""
+    """``count`` prompt indices taking the tags in turn (the suite is sorted by tag); ``bench.search`` uses it too."""
     by_tag: dict[str, list[int]] = {}
     for index, record in enumerate(records):
         by_tag.setdefault(record["tag"], []).append(index)
