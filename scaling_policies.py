@@ -46,6 +46,9 @@ Policies (N = ``run.search_num``; T = the backend's ``num_steps``; judges are th
   the lowest candidate index); the others stop and leave the canvas. Among the paths that reach
   the end, the highest final confidence is kept. ScalingAR's guidance-scale schedule is not
   reproduced: the backends guide with one fixed scale.
+  The confidences come from the generator's logits, computed for all requests' rows in one forward,
+  so across batch sizes or thread counts they agree to float rounding (about 1e-7 relative), not
+  bit for bit; only paths tied to that precision can be pruned differently.
 - ``confidence_orm``: the same early stopping, then best-of-N' among the survivors by the ORM
   question (the judge ``reward_checkpoints.confidence_orm``), as PARM's final selection.
 """
