@@ -12,6 +12,7 @@ Train with ``python -m training.train_judges`` (see that module for the recipes)
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from torch import nn
 from geneval.detection import COLORS
 from shapes.world import SHAPES
 from shapes.word_tokenizer import WordTokenizer
-from shapes.patch_tokenizer import PatchTokenizer
+from shapes.patch_tokenizer import PatchTokenizer, unpatchify
 from reward_models.judge import KINDS, JudgeConfig, Question, score_in_batches
 from reward_models.verifiers import Reflection
 
@@ -65,6 +66,32 @@ class JudgeNetConfig:
     """When > 0, every image code is also embedded from its codebook patch (``patch_pixels`` pixel
     values, a buffer filled by ``set_patches``) through a linear map, so the colours and shape
     fragments of the codes are known from the first step instead of learned one code at a time."""
+    pixel_stem: int = 0
+    """When > 0, a convolutional stem with this many channels reads the picture of the codes (the
+    codebook patches pasted back into an image, exactly the image for the generator's outputs) and
+    adds one feature per cell to the image tokens. Unlike the per-code embeddings it sees across
+    cell borders, where a malformed shape shows (a blob spilling into the next cell, a broken edge).
+    Needs ``patch_pixels``; the stem halves the resolution once per factor of 2 of the patch side."""
+
+
+def patch_side(cfg: JudgeNetConfig) -> int:
+    side = math.isqrt(cfg.patch_pixels // 3)
+    if not cfg.patch_pixels or 3 * side * side != cfg.patch_pixels or side & (side - 1):
+        raise ValueError(f"pixel_stem needs RGB patches with a power-of-2 side, got patch_pixels={cfg.patch_pixels}")
+    return side
+
+
+def pixel_stem(cfg: JudgeNetConfig) -> nn.Sequential:
+    """3x3 convolutions over the picture (values in [-1, 1]), one stride-2 step per halving of the patch
+    side, so a ``g x g``-cell picture comes out as ``g x g`` features of ``hidden_size``, raster order as
+    the codes (``shapes.patch_tokenizer.patchify``)."""
+    c, layers = cfg.pixel_stem, [nn.Conv2d(3, cfg.pixel_stem, 3, padding=1), nn.GELU()]
+    halvings = patch_side(cfg).bit_length() - 1
+    for i in range(halvings):
+        out = cfg.hidden_size if i == halvings - 1 else min(2 * c, 4 * cfg.pixel_stem)
+        layers += [nn.Conv2d(c, out, 3, stride=2, padding=1)] + ([nn.GELU()] if i < halvings - 1 else [])
+        c = out
+    return nn.Sequential(*layers)
 
 
 class JudgeNet(nn.Module):
@@ -78,6 +105,8 @@ class JudgeNet(nn.Module):
         if cfg.patch_pixels:
             self.register_buffer("patches", torch.zeros(cfg.codebook_size, cfg.patch_pixels))
             self.patch_embed = nn.Linear(cfg.patch_pixels, d)
+        if cfg.pixel_stem:
+            self.stem = pixel_stem(cfg)
         self.pos_embed = nn.Parameter(torch.randn(1 + cfg.max_text_len + cfg.num_image_tokens, d) * 0.02)
         layer = nn.TransformerEncoderLayer(d, cfg.num_heads, 4 * d, dropout=0.0, activation="gelu",
                                            batch_first=True, norm_first=True)
@@ -102,6 +131,9 @@ class JudgeNet(nn.Module):
         image = self.image_embed(codes)
         if self.cfg.patch_pixels:
             image = image + self.patch_embed(self.patches[codes])
+        if self.cfg.pixel_stem:
+            picture = unpatchify(self.patches[codes], patch_side(self.cfg))
+            image = image + self.stem(picture).flatten(2).transpose(1, 2)  # [B, d, g, g] -> raster tokens
         return image
 
     def hidden(self, kinds: torch.Tensor, text: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

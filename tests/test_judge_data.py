@@ -19,7 +19,7 @@ from training import judge_data
 from training.judge_data import reflection_target
 from reward_models.shapes_judge import CRITIQUES, JudgeNet, JudgeNetConfig, load_judge, save_judge
 from training.train_judges import (clarity_label, finetune, generated_examples, merge_examples, parse_args,
-                                              train, within_prompt_pairs)
+                                              split_prompts, train, within_prompt_pairs)
 from reward_models.verifiers import is_reflective
 
 RULES = RuleConfig()
@@ -201,3 +201,18 @@ def test_heldout_suite_reads_every_evaluation_prompt():
     assert len(train) == 5 and len({r["prompt"] for r in train}) == 5
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in records}
     assert np.all([r["tag"] for r in records])
+
+
+def test_a_fresh_pixel_stem_judge_finetunes_and_reports_held_in_ranking(data_file, tmp_path):
+    out = tmp_path / "orm_ft_pixels"
+    log = finetune(parse_args(["--recipe", "orm_ft", "--init", "none", "--hidden-size", "16", "--layers", "1",
+                               "--heads", "2", "--pixel-stem", "4", "--val-every", "3", "--data", str(data_file[0]),
+                               "--out", str(out), "--steps", "2", "--batch-size", "8", "--pair-batch", "1"]))
+    _, data = data_file
+    train_part, held_in = split_prompts(data, 3)
+    assert held_in["traj_group"].tolist() == [2, 2] and train_part["traj_group"].tolist() == [0, 0, 1, 1]
+    assert log["examples"]["orm"] == 4 and set(log["validation_ranking"]) == {"mask"}
+    judge = build_judge(JudgeConfig(backend="shapes", checkpoint=str(out)), "cpu")
+    assert judge.model.cfg.pixel_stem == 4 and judge.model.cfg.hidden_size == 16
+    yes, no = judge.yes_no_probs(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), [Question("orm", "a red square")] * 2)
+    assert torch.allclose(yes + no, torch.ones(2))

@@ -110,3 +110,36 @@ def test_pairwise_loss_prefers_the_yes_side_ranked_higher():
     torch.testing.assert_close(pairwise_loss(good, 2), expected)
     assert pairwise_loss(bad, 2) > pairwise_loss(good, 2)
     assert pairwise_loss(good, 0) == 0
+
+
+def test_within_prompt_ranking_and_its_prompt_clustered_standard_error_by_hand():
+    from training.ranking import within_prompt_ranking
+    scores = torch.tensor([0.9, 0.2, 0.5, 0.3, 0.3, 0.7, 0.1, 0.8])
+    groups = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3])
+    labels = torch.tensor([True, False, False, True, False, True, True, False])
+    result = within_prompt_ranking(scores, groups, labels)
+    # prompt 0: 0.9 beats 0.2 and 0.5 -> 2 of 2; prompt 1: a tie -> 0.5 of 1; prompts 2, 3: no pair
+    wins, pairs = [2.0, 0.5], [2, 1]
+    rate = sum(wins) / sum(pairs)
+    se = (2 / 1 * sum((w - rate * n) ** 2 for w, n in zip(wins, pairs))) ** 0.5 / sum(pairs)
+    assert result == {"accuracy": pytest.approx(rate), "se": pytest.approx(se), "pairs": 3, "prompts": 2}
+    assert within_prompt_ranking(scores[:1], groups[:1], labels[:1])["pairs"] == 0
+
+
+def test_pixel_stem_sees_across_cell_borders_and_needs_square_rgb_patches():
+    tokenizer = PatchTokenizer.load("weights/shapes/tokenizer")
+    cfg = JudgeNetConfig(codebook_size=tokenizer.cfg.codebook_size, patch_pixels=tokenizer.codebook.shape[1],
+                         hidden_size=16, num_layers=1, num_heads=2, pixel_stem=4)
+    torch.manual_seed(0)
+    model = JudgeNet(cfg)
+    model.set_patches(tokenizer.codebook)
+    codes = torch.zeros(2, 64, dtype=torch.long)
+    codes[1, 0] = next(c for c in range(1, tokenizer.cfg.codebook_size)
+                       if not torch.equal(tokenizer.codebook[c], tokenizer.codebook[0]))
+    features = model.embed_image(codes) - model.image_embed(codes) - model.patch_embed(model.patches[codes])
+    assert features.shape == (2, 64, 16)
+    changed = (features[0] - features[1]).abs().amax(-1) > 0
+    # cell 0 changed; its right and lower neighbours see it through the stem, a far cell does not
+    assert changed[0] and changed[1] and changed[8] and not changed[63]
+    with pytest.raises(ValueError, match="power-of-2"):
+        JudgeNet(JudgeNetConfig(patch_pixels=3 * 36, pixel_stem=4))

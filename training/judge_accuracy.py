@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from reward_models.shapes_judge import CRITIQUES, JudgeNet, load_judge
+from training.ranking import within_prompt_ranking
 from training.train_judges import generated_examples
 
 QUESTIONS = {"orm_zs": "orm_ft", "orm_ft": "orm_ft", "prm": "prm", "parm": "parm", "parm++": "parm++"}
@@ -54,14 +55,8 @@ def ranking_accuracy(model: JudgeNet, text, data: dict, kind: str) -> dict:
     groups, labels = data["traj_group"], data["label"]
     kinds = torch.full((len(groups),), model.cfg.kinds.index(kind))
     prompts = text.encode([data["prompts"][g] for g in groups.tolist()])
-    p_yes = model(kinds, prompts, data["previews"][:, -1].long()).softmax(-1)[:, 0]
-    wins, pairs = 0.0, 0
-    for group in groups.unique():
-        rows = groups == group
-        good, bad = p_yes[rows & labels], p_yes[rows & ~labels]
-        wins += float((good[:, None] > bad[None]).sum() + 0.5 * (good[:, None] == bad[None]).sum())
-        pairs += len(good) * len(bad)
-    return {"accuracy": wins / pairs if pairs else float("nan"), "pairs": pairs}
+    p_yes = predict(model, kinds, prompts, data["previews"][:, -1].long())[0].softmax(-1)[:, 0]
+    return within_prompt_ranking(p_yes, groups, labels)
 
 
 def score_judge(folder: str, data: dict) -> dict:
@@ -104,7 +99,8 @@ def markdown(results: dict[str, dict[str, dict]]) -> str:
             reflection = result.get("reflection")
             extra = [f"{reflection['critique_accuracy']:.3f}", f"{reflection['region_iou']:.3f}"] if reflection \
                 else ["-", "-"]
-            ranking = f"{result['ranking']['accuracy']:.3f} ({result['ranking']['pairs']} pairs)"
+            rank = result["ranking"]
+            ranking = f"{rank['accuracy']:.3f} ± {rank.get('se', float('nan')):.3f} ({rank['pairs']} pairs)"
             lines.append(f"| {judge} | {order} | " + " | ".join(cells + [ranking] + extra) + " |")
     return "\n".join(lines)
 

@@ -36,7 +36,6 @@ import argparse
 import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,7 +50,8 @@ from shapes.render import SceneObject, render, sample_scene
 from shapes.world import GRID, PLURALS, SHAPES
 from shapes.word_tokenizer import WordTokenizer
 from shapes.patch_tokenizer import PatchTokenizer
-from reward_models.shapes_judge import CRITIQUES, JudgeNet, JudgeNetConfig, load_judge, save_judge
+from training.ranking import within_prompt_ranking
+from reward_models.shapes_judge import JudgeNet, JudgeNetConfig, load_judge, save_judge
 
 
 
@@ -218,7 +218,9 @@ def train(args: argparse.Namespace) -> dict:
     codes, held_codes = tokenizer.encode(images), tokenizer.encode(held_images)
     tokens, held_tokens = text.encode(captions), text.encode(held_captions)
     cfg = JudgeNetConfig(text_vocab_size=len(text), codebook_size=tokenizer.cfg.codebook_size,
-                         patch_pixels=tokenizer.codebook.shape[1], scene_head=args.scene_weight > 0)
+                         patch_pixels=tokenizer.codebook.shape[1], scene_head=args.scene_weight > 0,
+                         hidden_size=args.hidden_size, num_layers=args.layers, num_heads=args.heads,
+                         pixel_stem=args.pixel_stem)
     kind = cfg.kinds.index("orm")
     kinds, held_kinds = torch.full((len(labels),), kind), torch.full((len(held_labels),), kind)
     model = JudgeNet(cfg)
@@ -323,6 +325,35 @@ def generated_examples(data: dict, recipe: str, clear_from: float, unclear_until
             "regenerate": torch.cat(out["regenerate"]), "group": torch.cat(out["group"])}
 
 
+TRAJECTORY_KEYS = ("traj_group", "previews", "label", "critique", "regenerate")
+PRM_KEYS = ("prm_group", "prm_step", "prm_codes", "prm_hits")
+
+
+def split_prompts(data: dict, every: int) -> tuple[dict, dict]:
+    """``(training part, validation part)`` of a ``judge_data`` file: the prompts whose index in the file
+    is ``every - 1`` modulo ``every`` (every ``every``-th prompt) go to validation with all their paths
+    and PRM labels, so a held-in ranking can choose settings without reading an evaluation prompt."""
+    parts = []
+    for keep in (lambda g: g % every != every - 1, lambda g: g % every == every - 1):
+        traj, prm = keep(data["traj_group"]), keep(data["prm_group"])
+        parts.append({**data, **{k: data[k][traj] for k in TRAJECTORY_KEYS}, **{k: data[k][prm] for k in PRM_KEYS}})
+    return parts[0], parts[1]
+
+
+@torch.no_grad()
+def validation_ranking(model: JudgeNet, text: WordTokenizer, data: dict, kind: str) -> dict:
+    """Within-prompt ranking of the finals of ``data`` by ``model``'s P(yes) to ``kind``, with its SE."""
+    model.eval()
+    groups = data["traj_group"]
+    kinds = torch.full((len(groups),), model.cfg.kinds.index(kind))
+    prompts = text.encode([data["prompts"][g] for g in groups.tolist()])
+    finals = data["previews"][:, -1].long()
+    p_yes = torch.cat([model(kinds[i:i + 1024], prompts[i:i + 1024], finals[i:i + 1024]).softmax(-1)[:, 0]
+                       for i in range(0, len(groups), 1024)])
+    model.train()
+    return within_prompt_ranking(p_yes, groups, data["label"])
+
+
 def merge_examples(parts: list[dict]) -> dict:
     """One example set from several files; group ids stay apart (a file's groups are its own prompts)."""
     merged = {key: (sum((p[key] for p in parts), []) if isinstance(parts[0][key], list) else
@@ -374,17 +405,39 @@ def judge_loss(model: JudgeNet, kinds: torch.Tensor, text: torch.Tensor, codes: 
     return loss
 
 
+def initial_judge(args: argparse.Namespace) -> tuple[JudgeNet, WordTokenizer, PatchTokenizer]:
+    """The model a fine-tune starts from: the zero-shot ORM at ``args.init`` (the paper fine-tunes its
+    zero-shot VLM), or with ``--init none`` a fresh one of the architecture the flags give."""
+    reflection = args.recipe == "parm++"
+    if args.init == "none":
+        tokenizer = PatchTokenizer.load(args.tokenizer)
+        text = WordTokenizer.for_shapes_world()
+        cfg = JudgeNetConfig(text_vocab_size=len(text), codebook_size=tokenizer.cfg.codebook_size,
+                             patch_pixels=tokenizer.codebook.shape[1], hidden_size=args.hidden_size,
+                             num_layers=args.layers, num_heads=args.heads, pixel_stem=args.pixel_stem,
+                             reflection=reflection)
+        model = JudgeNet(cfg)
+        model.set_patches(tokenizer.codebook)
+        return model, text, tokenizer
+    base, text, tokenizer = load_judge(args.init)
+    model = JudgeNet(JudgeNetConfig(**{**base.cfg.__dict__, "reflection": reflection}))
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("critique.", "region.")) for k in missing), (missing, unexpected)
+    return model, text, tokenizer
+
+
 def finetune(args: argparse.Namespace) -> dict:
     """Fine-tune ``args.init`` (the zero-shot ORM) on generated examples of ``args.recipe``."""
     torch.manual_seed(args.seed)
-    base, text, tokenizer = load_judge(args.init)
-    cfg = JudgeNetConfig(**{**base.cfg.__dict__, "reflection": args.recipe == "parm++"})
-    model = JudgeNet(cfg)
-    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith(("critique.", "region.")) for k in missing), (missing, unexpected)
+    model, text, tokenizer = initial_judge(args)
+    cfg = model.cfg
     start = time.time()
-    examples = merge_examples([generated_examples(torch.load(path, weights_only=False), args.recipe,
-                                                  args.clear_from, args.unclear_until) for path in args.data])
+    files = [torch.load(path, weights_only=False) for path in args.data]
+    held_in = []
+    if args.val_every:
+        files, held_in = map(list, zip(*(split_prompts(data, args.val_every) for data in files)))
+    examples = merge_examples([generated_examples(data, args.recipe, args.clear_from, args.unclear_until)
+                               for data in files])
     kinds = torch.tensor([cfg.kinds.index(k) for k in examples["kind"]])
     tokens = text.encode(examples["prompt"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -412,6 +465,9 @@ def finetune(args: argparse.Namespace) -> dict:
     log = {"recipe": args.recipe, "args": vars(args), "curve": curve, "train_seconds": time.time() - start,
            "examples": counts, "within_prompt_pairs": len(pairs), "train_accuracy_sample": accuracy(model, kinds[seen], tokens[seen],
                                                                  examples["codes"][seen], examples["label"][seen])}
+    if held_in:
+        log["validation_ranking"] = {data["order"]: validation_ranking(model, text, data, "prm" if args.recipe == "prm"
+                                                                       else "orm") for data in held_in}
     save_judge(args.out, model.eval(), text, tokenizer, log)
     return log
 
@@ -429,7 +485,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="orm_zs: weight of the per-token shape/colour loss (0: no scene head)")
     parser.add_argument("--eval-every", type=int, default=500, help="orm_zs: held-out accuracy every this many steps")
     parser.add_argument("--warmup", type=int, default=100, help="linear warmup steps before the cosine decay")
-    parser.add_argument("--init", default="weights/shapes/judges/orm_zs", help="fine-tuned recipes start here")
+    parser.add_argument("--init", default="weights/shapes/judges/orm_zs",
+                        help="fine-tuned recipes start here; 'none': a fresh judge of the architecture below")
+    parser.add_argument("--hidden-size", type=int, default=128, help="architecture (orm_zs, or --init none)")
+    parser.add_argument("--layers", type=int, default=3, help="architecture: transformer layers")
+    parser.add_argument("--heads", type=int, default=4, help="architecture: attention heads")
+    parser.add_argument("--pixel-stem", type=int, default=0,
+                        help="architecture: channels of a conv stem over the picture of the codes (0: none)")
     parser.add_argument("--data", nargs="+", default=["data/judges/mask_train.pt", "data/judges/raster_train.pt"],
                         help="fine-tuned recipes: training.judge_data files")
     parser.add_argument("--clear-from", type=float, default=0.5, help="parm: clarity yes from this share of steps")
@@ -438,6 +500,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fine-tunes: weight of the within-prompt ranking loss (0: plain cross-entropy)")
     parser.add_argument("--pair-batch", type=int, default=32,
                         help="fine-tunes: within-prompt (yes, no) pairs in each batch (2 rows each)")
+    parser.add_argument("--val-every", type=int, default=0,
+                        help="fine-tunes: keep every K-th prompt of each file out of training and report the "
+                             "within-prompt ranking on it (held-in validation; 0: train on all)")
     parser.add_argument("--steps", type=int, default=1_200)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
