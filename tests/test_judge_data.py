@@ -216,3 +216,16 @@ def test_a_fresh_pixel_stem_judge_finetunes_and_reports_held_in_ranking(data_fil
     assert judge.model.cfg.pixel_stem == 4 and judge.model.cfg.hidden_size == 16
     yes, no = judge.yes_no_probs(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), [Question("orm", "a red square")] * 2)
     assert torch.allclose(yes + no, torch.ones(2))
+
+
+def test_accuracy_report_of_a_parm_judge_has_every_figure_with_its_error(data_file, zero_shot, tmp_path):
+    from training.judge_accuracy import markdown, score_judge
+    out = tmp_path / "parm"
+    finetune(parse_args(["--recipe", "parm", "--init", str(zero_shot), "--data", str(data_file[0]),
+                         "--out", str(out), "--steps", "2", "--batch-size", "8", "--pair-batch", "1"]))
+    result = score_judge(str(out), data_file[1])
+    assert {"orm", "clarity", "potential", "ranking", "parm"} <= set(result)
+    assert all("se" in result[k] for k in ("orm", "clarity", "potential", "ranking"))
+    assert result["parm"]["num_steps"] == 4 and result["parm"]["labelled_clear_step"] == 2
+    table = markdown({"parm": {"mask": result}})
+    assert table.count("\n") == 2 and "±" in table.splitlines()[2]

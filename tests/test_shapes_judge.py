@@ -143,3 +143,45 @@ def test_pixel_stem_sees_across_cell_borders_and_needs_square_rgb_patches():
     assert changed[0] and changed[1] and changed[8] and not changed[63]
     with pytest.raises(ValueError, match="power-of-2"):
         JudgeNet(JudgeNetConfig(patch_pixels=3 * 36, pixel_stem=4))
+
+
+class StepJudge(torch.nn.Module):
+    """Clarity says yes once code 0 of the preview is 2 or more; potential's yes logit is code 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = JudgeNetConfig(hidden_size=8, num_layers=1, num_heads=1)
+
+    def forward(self, kinds, text, codes):
+        clarity = kinds == self.cfg.kinds.index("clarity")
+        yes = torch.where(clarity, codes[:, 0].float() - 1.5, codes[:, 1].float())
+        return torch.stack([yes, torch.zeros_like(yes)], 1)
+
+
+def test_parm_report_takes_potential_at_the_first_clear_step_as_the_policy_does():
+    from training.judge_accuracy import potential_at_first_clear
+    from training.ranking import auc
+    steps, n = 4, 5
+    previews = torch.zeros(n, steps, 64, dtype=torch.short)
+    previews[:, :, 0] = torch.tensor([[0, 1, 2, 3], [0, 2, 2, 2], [0, 0, 0, 0], [3, 3, 3, 3], [0, 1, 2, 2]])
+    # potential's score at every step; only the first clear step's counts
+    previews[:, :, 1] = torch.tensor([[9, 9, 4, 0], [9, 1, 0, 0], [5, 5, 5, 5], [2, 9, 9, 9], [0, 0, 3, 9]])
+    data = {"traj_group": torch.tensor([0, 0, 1, 1, 2]), "num_steps": steps, "prompts": ["a red square", "a blue circle", "two squares"],
+            "previews": previews, "label": torch.tensor([True, False, True, True, False])}
+    report = potential_at_first_clear(StepJudge(), WordTokenizer.for_shapes_world(), data, clear_from=0.5)
+    # first clear steps (1-based): 3, 2, never, 1, 3; potentials there: 4, 1, -, 2, 3
+    assert report["never_clear"] == 1 and report["first_clear_step"] == pytest.approx((3 + 2 + 1 + 3) / 4)
+    assert report["labelled_clear_step"] == 2 and report["clear_before_boundary"] == pytest.approx(1 / 4)
+    assert report["potential_auc"] == auc(torch.tensor([4.0, 1.0, 2.0, 3.0]).sigmoid(),
+                                          torch.tensor([True, False, True, False]))
+    # positives 4, 2 against negatives 1, 3: 3 of 4 pairs
+    assert report["potential_auc"]["auc"] == pytest.approx(0.75)
+
+
+def test_auc_and_its_hanley_mcneil_standard_error_by_hand():
+    from training.ranking import auc
+    result = auc(torch.tensor([0.9, 0.4, 0.4, 0.1]), torch.tensor([True, True, False, False]))
+    a = (2 + 1 + 0.5) / 4  # 0.9 beats both; 0.4 beats 0.1 and ties 0.4
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = ((a * (1 - a) + (q1 - a * a) + (q2 - a * a)) / 4) ** 0.5
+    assert result == {"auc": pytest.approx(a), "se": pytest.approx(se), "positives": 2, "negatives": 2}

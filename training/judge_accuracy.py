@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 import torch
 
 from reward_models.shapes_judge import CRITIQUES, JudgeNet, load_judge
-from training.ranking import within_prompt_ranking
+from training.ranking import auc, binomial, within_prompt_ranking
 from training.train_judges import generated_examples
 
 QUESTIONS = {"orm_zs": "orm_ft", "orm_ft": "orm_ft", "prm": "prm", "parm": "parm", "parm++": "parm++"}
@@ -59,6 +60,33 @@ def ranking_accuracy(model: JudgeNet, text, data: dict, kind: str) -> dict:
     return within_prompt_ranking(p_yes, groups, labels)
 
 
+@torch.inference_mode()
+def potential_at_first_clear(model: JudgeNet, text, data: dict, clear_from: float) -> dict:
+    """PARM's two step-wise decisions as the policy takes them (``search.py``, ``parm``), on every path.
+
+    Clarity is asked after every step until the first "yes" (P(yes) > 0.5); there the potential
+    question is asked once. Reported: the AUC of that potential P(yes) for the path's final verdict
+    (what stopping a path rests on), with its SE; the first clear step against the labelled boundary
+    (``clear_from`` of the steps: the training labels call earlier previews unclear or unused); and
+    how many paths never say clear.
+    """
+    groups, steps = data["traj_group"], data["num_steps"]
+    prompts = text.encode([data["prompts"][g] for g in groups.tolist()])
+    previews = data["previews"].long()
+    ask = lambda kind, codes: predict(model, torch.full((len(codes),), model.cfg.kinds.index(kind)),  # noqa: E731
+                                      prompts, codes)[0].softmax(-1)[:, 0]
+    clear = torch.stack([ask("clarity", previews[:, step]) > 0.5 for step in range(steps)], 1)
+    ever = clear.any(1)
+    first = torch.where(ever, clear.float().argmax(1), steps - 1)  # 0-based step index
+    potential = ask("potential", previews[torch.arange(len(first)), first])
+    boundary = math.ceil(clear_from * steps)  # first step (1-based) the training labels call clear
+    return {"potential_auc": auc(potential[ever], data["label"][ever]), "never_clear": int((~ever).sum()),
+            "first_clear_step": float((first[ever] + 1).float().mean()) if ever.any() else float("nan"),
+            "labelled_clear_step": boundary, "num_steps": steps,
+            "clear_before_boundary": float(((first + 1) < boundary)[ever].float().mean()) if ever.any() else
+            float("nan")}
+
+
 def score_judge(folder: str, data: dict) -> dict:
     model, text, _ = load_judge(folder)
     log = json.loads((Path(folder) / "train_log.json").read_text())
@@ -71,9 +99,10 @@ def score_judge(folder: str, data: dict) -> dict:
     for kind in dict.fromkeys(examples["kind"]):
         rows = torch.tensor([k == kind for k in examples["kind"]])
         labels = examples["label"][rows]
-        result[kind] = {"accuracy": float((said_yes[rows] == labels).float().mean()), "n": int(rows.sum()),
-                        "yes_share": float(labels.float().mean())}
+        result[kind] = {**binomial(said_yes[rows] == labels), "yes_share": float(labels.float().mean())}
     result["ranking"] = ranking_accuracy(model, text, data, "prm" if recipe == "prm" else "orm")
+    if {"clarity", "potential"} <= set(model.cfg.kinds) and recipe in ("parm", "parm++"):
+        result["parm"] = potential_at_first_clear(model, text, data, args.get("clear_from", 0.5))
     if critique is not None:
         failing = (examples["critique"] > 0)  # finals the evaluator failed (class 0 is "ok")
         truth = examples["regenerate"][failing].bool()
@@ -88,20 +117,27 @@ def score_judge(folder: str, data: dict) -> dict:
 
 
 def markdown(results: dict[str, dict[str, dict]]) -> str:
-    """One row per (judge, decoding order): accuracy per question with the yes-share in brackets."""
+    """One row per (judge, decoding order): accuracy ± binomial SE per question with the yes-share in
+    brackets, within-prompt ranking ± prompt-clustered SE, PARM's potential AUC at the first clear step
+    and that step against the labelled one, PARM++'s reflection."""
     kinds = ["orm", "prm", "clarity", "potential"]
     lines = ["| Judge | Order | " + " | ".join(f"{k} acc. (yes share)" for k in kinds)
-             + " | within-prompt ranking acc. | critique acc. | region IoU |", "|" + "---|" * (len(kinds) + 5)]
+             + " | within-prompt ranking | potential AUC at first clear | first clear step (labelled) "
+               "| critique acc. | region IoU |", "|" + "---|" * (len(kinds) + 7)]
     for judge, by_order in results.items():
         for order, result in by_order.items():
-            cells = [f"{result[k]['accuracy']:.3f} ({result[k]['yes_share']:.2f})" if k in result else "-"
-                     for k in kinds]
-            reflection = result.get("reflection")
-            extra = [f"{reflection['critique_accuracy']:.3f}", f"{reflection['region_iou']:.3f}"] if reflection \
-                else ["-", "-"]
+            cells = [f"{result[k]['accuracy']:.3f} ± {result[k].get('se', float('nan')):.3f} "
+                     f"({result[k]['yes_share']:.2f})" if k in result else "-" for k in kinds]
             rank = result["ranking"]
-            ranking = f"{rank['accuracy']:.3f} ± {rank.get('se', float('nan')):.3f} ({rank['pairs']} pairs)"
-            lines.append(f"| {judge} | {order} | " + " | ".join(cells + [ranking] + extra) + " |")
+            cells.append(f"{rank['accuracy']:.3f} ± {rank.get('se', float('nan')):.3f} ({rank['pairs']} pairs)")
+            parm = result.get("parm")
+            cells += [f"{parm['potential_auc']['auc']:.3f} ± {parm['potential_auc']['se']:.3f}",
+                      f"{parm['first_clear_step']:.1f} / {parm['num_steps']} ({parm['labelled_clear_step']})"] \
+                if parm else ["-", "-"]
+            reflection = result.get("reflection")
+            cells += [f"{reflection['critique_accuracy']:.3f}", f"{reflection['region_iou']:.3f}"] if reflection \
+                else ["-", "-"]
+            lines.append(f"| {judge} | {order} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

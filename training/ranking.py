@@ -26,3 +26,22 @@ def within_prompt_ranking(scores: torch.Tensor, groups: torch.Tensor, labels: to
     spread = sum((w - rate * n) ** 2 for w, n in zip(wins, pairs))
     se = (g / (g - 1) * spread) ** 0.5 / total if g > 1 else float("nan")
     return {"accuracy": rate, "se": se, "pairs": total, "prompts": g}
+
+
+def auc(scores: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Area under the ROC curve of ``scores`` for ``labels`` (ties half), with Hanley and McNeil's (1982)
+    standard error."""
+    good, bad = scores[labels].double(), scores[~labels].double()
+    if not len(good) or not len(bad):
+        return {"auc": float("nan"), "se": float("nan"), "positives": len(good), "negatives": len(bad)}
+    a = float(((good[:, None] > bad[None]).double().mean() + 0.5 * (good[:, None] == bad[None]).double().mean()))
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    n1, n0 = len(good), len(bad)
+    var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
+    return {"auc": a, "se": max(var, 0.0) ** 0.5, "positives": n1, "negatives": n0}
+
+
+def binomial(hits: torch.Tensor) -> dict:
+    """Share of true values and its binomial standard error."""
+    n, rate = len(hits), float(hits.float().mean()) if len(hits) else float("nan")
+    return {"accuracy": rate, "se": (rate * (1 - rate) / n) ** 0.5 if n else float("nan"), "n": n}
